@@ -1,0 +1,1 @@
+"""The domain: entities, enums, rules and repository interfaces. No SQLAlchemy here."""

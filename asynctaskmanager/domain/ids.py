@@ -1,0 +1,41 @@
+"""Time-ordered identifiers.
+
+A new id is a ULID (26 characters of Crockford base32: 48 bits of milliseconds, 80 random
+bits). Within one process ids are strictly increasing, even inside one millisecond, so that
+tasks created in the same second keep their creation order when the claim query breaks
+``created_at`` ties by id. Across processes, order follows the clocks to the millisecond.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_MAX = (1 << 80) - 1
+_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
+
+
+def new_id() -> str:
+    global _last_ms, _last_random
+    with _lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms <= _last_ms:
+            now_ms = _last_ms
+            rand = _last_random + 1
+            if rand > _RANDOM_MAX:  # 2**80 ids in one millisecond: borrow the next one
+                now_ms += 1
+                rand = int.from_bytes(os.urandom(10), "big") >> 1
+        else:
+            # Keep the top bit clear so the increment above has room to run.
+            rand = int.from_bytes(os.urandom(10), "big") >> 1
+        _last_ms, _last_random = now_ms, rand
+    value = (now_ms << 80) | rand
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

@@ -1,0 +1,209 @@
+"""Checks shared by the entities. Each raises :class:`ValidationError` naming the field and limit.
+
+They run on every entity construction, so they are written to be cheap: no regex, one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, TypeVar
+
+from asynctaskmanager.domain import limits
+from asynctaskmanager.errors import ValidationError
+
+E = TypeVar("E", bound=Enum)
+
+_UTC = timezone.utc
+
+
+def identifier(field: str, value: object) -> str:
+    """A non-empty key of at most 64 printable characters with no surrounding white space.
+
+    Keys match exactly (case and trailing spaces count) on every backend; refusing surrounding
+    white space keeps MySQL's PAD SPACE comparison from ever mattering.
+    """
+    if type(value) is not str:
+        raise ValidationError(field, "must be a string", value)
+    if not value:
+        raise ValidationError(field, "must not be empty", value)
+    if len(value) > limits.ID_MAX:
+        raise ValidationError(field, f"at most {limits.ID_MAX} characters", value)
+    if not value.isprintable():
+        raise ValidationError(field, "printable characters only", value)
+    if value[0].isspace() or value[-1].isspace():
+        raise ValidationError(field, "no leading or trailing white space", value)
+    return value
+
+
+def optional_identifier(field: str, value: object) -> str | None:
+    return None if value is None else identifier(field, value)
+
+
+def text(field: str, value: object, max_chars: int, *, allow_empty: bool = True) -> str:
+    """A string of at most ``max_chars`` characters (VARCHAR counts characters)."""
+    if type(value) is not str:
+        raise ValidationError(field, "must be a string", value)
+    if not allow_empty and not value.strip():
+        raise ValidationError(field, "must not be empty", value)
+    if len(value) > max_chars:
+        raise ValidationError(field, f"at most {max_chars} characters", value)
+    _encodable(field, value)
+    return value
+
+
+def long_text(field: str, value: object) -> str | None:
+    """An optional TEXT value: at most 65,535 bytes of UTF-8."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise ValidationError(field, "must be a string", value)
+    if len(value) * 4 > limits.TEXT_MAX_BYTES or not value.isascii():
+        size = len(_encodable(field, value))
+        if size > limits.TEXT_MAX_BYTES:
+            raise ValidationError(field, f"at most {limits.TEXT_MAX_BYTES} bytes of UTF-8", value)
+    return value
+
+
+def _encodable(field: str, value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(field, "valid Unicode (no lone surrogates)", value) from None
+
+
+def integer(field: str, value: object, minimum: int = limits.INT_MIN, maximum: int = limits.INT_MAX) -> int:
+    if type(value) is not int:
+        # bool is an int subclass; a True timeout is a bug, not a 1.
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ValidationError(field, "must be an integer", value)
+        value = int(value)
+    if value < minimum or value > maximum:
+        raise ValidationError(field, f"must be between {minimum} and {maximum}", value)
+    return value
+
+
+def boolean(field: str, value: object) -> bool:
+    if type(value) is not bool:
+        raise ValidationError(field, "must be a bool", value)
+    return value
+
+
+def decimal(field: str, value: object, minimum: Decimal) -> Decimal:
+    """A DECIMAL(10,2) value; refuses what would be rounded rather than rounding it silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise ValidationError(field, "must be a number", value)
+    try:
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ValidationError(field, "must be a number", value) from None
+    if not number.is_finite():
+        raise ValidationError(field, "must be finite", value)
+    if number != number.quantize(limits.DECIMAL_PLACES):
+        raise ValidationError(field, "at most 2 decimal places", value)
+    if number < minimum or number > limits.DECIMAL_MAX:
+        raise ValidationError(field, f"must be between {minimum} and {limits.DECIMAL_MAX}", value)
+    return number.quantize(limits.DECIMAL_PLACES)
+
+
+def enum_member(field: str, enum_type: type[E], value: object) -> E:
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except (ValueError, TypeError):
+        allowed = ", ".join(repr(m.value) for m in enum_type)
+        raise ValidationError(field, f"one of {allowed}", value) from None
+
+
+def optional_enum(field: str, enum_type: type[E], value: object) -> E | None:
+    return None if value is None else enum_member(field, enum_type, value)
+
+
+def timestamp(field: str, value: object) -> datetime:
+    """An aware datetime inside TIMESTAMP's range, normalised to UTC whole seconds.
+
+    TIMESTAMP keeps whole seconds on MySQL; dropping the fraction here makes every backend
+    store and return the same instant.
+    """
+    if not isinstance(value, datetime):
+        raise ValidationError(field, "must be a datetime", value)
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValidationError(field, "must be timezone-aware", value)
+    utc = value.astimezone(_UTC) if offset else value
+    if utc.microsecond:
+        utc = utc.replace(microsecond=0)
+    if utc.tzinfo is not _UTC:
+        utc = utc.replace(tzinfo=_UTC)
+    if utc < limits.TIMESTAMP_MIN or utc > limits.TIMESTAMP_MAX:
+        raise ValidationError(
+            field,
+            f"must be between {limits.TIMESTAMP_MIN.isoformat()} and {limits.TIMESTAMP_MAX.isoformat()}",
+            value,
+        )
+    return utc
+
+
+def optional_timestamp(field: str, value: object) -> datetime | None:
+    return None if value is None else timestamp(field, value)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def json_document(field: str, value: object) -> Any:
+    """A JSON-serializable value that round-trips unchanged, within the size and depth limits.
+
+    Python ``None`` means SQL NULL. Containers must be dicts with string keys and lists;
+    tuples, sets, non-string keys, NaN and infinities are refused rather than silently changed.
+    """
+    if value is None:
+        return None
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if depth > limits.JSON_MAX_DEPTH:
+                raise ValidationError(field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value)
+            for key, child in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    raise ValidationError(field, "JSON object keys must be strings", value)
+                stack.append((key, depth))
+                stack.append((child, depth + 1))
+        elif kind is list:
+            if depth > limits.JSON_MAX_DEPTH:
+                raise ValidationError(field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value)
+            stack.extend((child, depth + 1) for child in item)  # type: ignore[attr-defined]
+        elif kind is float:
+            if not math.isfinite(item):  # type: ignore[arg-type]
+                raise ValidationError(field, "JSON numbers must be finite", value)
+        elif kind is str:
+            if not item.isascii():  # type: ignore[attr-defined]
+                _encodable(field, item)  # type: ignore[arg-type]
+        elif kind not in _SCALARS:
+            raise ValidationError(field, "JSON-serializable (dict, list, str, int, float, bool, None)", value)
+    size = len(dumps(value).encode("utf-8"))
+    if size > limits.JSON_MAX_BYTES:
+        raise ValidationError(field, f"JSON at most {limits.JSON_MAX_BYTES} bytes", value)
+    return value
+
+
+def dumps(value: object) -> str:
+    """The one JSON encoding used for every JSON column, on every backend."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def string_list(field: str, value: object, item_check: Callable[[str, object], str]) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(field, "must be a list of strings", value)
+    items = [item_check(f"{field}[{i}]", item) for i, item in enumerate(value)]
+    json_document(field, items)
+    return items

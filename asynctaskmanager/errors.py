@@ -1,0 +1,82 @@
+"""The library's own exceptions.
+
+Every error that leaves the public API is one of these, whatever the backend. Driver errors
+are translated in :mod:`asynctaskmanager.infrastructure.errors` and chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AsyncTaskManagerError(Exception):
+    """Base of every error raised by asynctaskmanager."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+
+class ValidationError(AsyncTaskManagerError, ValueError):
+    """A value is not acceptable; ``field`` names it and ``limit`` says what is allowed."""
+
+    def __init__(self, field: str, limit: str, value: Any = None) -> None:
+        self.field = field
+        self.limit = limit
+        self.value = value
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}: {limit} (got {shown})")
+
+
+class NotFoundError(AsyncTaskManagerError, LookupError):
+    """The requested record does not exist."""
+
+    def __init__(self, entity: str, key: str) -> None:
+        self.entity = entity
+        self.key = key
+        super().__init__(f"{entity} {key!r} not found")
+
+
+class DuplicateError(AsyncTaskManagerError):
+    """A record with the same primary key already exists."""
+
+    def __init__(self, entity: str, key: str | None = None) -> None:
+        self.entity = entity
+        self.key = key
+        what = f"{entity} {key!r}" if key is not None else entity
+        super().__init__(f"{what} already exists")
+
+
+class IllegalTransitionError(AsyncTaskManagerError):
+    """The task's state machine does not allow this transition."""
+
+    def __init__(self, task_id: str, from_status: str, to_status: str) -> None:
+        self.task_id = task_id
+        self.from_status = from_status
+        self.to_status = to_status
+        super().__init__(f"task {task_id!r}: {from_status} -> {to_status} is not allowed")
+
+
+class TaskTypeDisabledError(AsyncTaskManagerError):
+    """The task type's configuration is disabled, so its tasks are refused."""
+
+    def __init__(self, task_type: str) -> None:
+        self.task_type = task_type
+        super().__init__(f"task type {task_type!r} is disabled")
+
+
+class StorageError(AsyncTaskManagerError):
+    """The database refused or failed an operation for a reason not covered elsewhere."""
+
+
+class TransientStorageError(StorageError):
+    """A deadlock, lock-wait timeout or lost connection; the whole operation may be retried."""
+
+    retryable = True
+
+
+class ConfigurationError(AsyncTaskManagerError):
+    """The storage configuration or URL is not usable."""

@@ -1,0 +1,1 @@
+"""Infrastructure: the SQLAlchemy mapping, dialect profiles, repositories and the queue."""

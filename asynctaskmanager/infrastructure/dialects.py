@@ -1,0 +1,190 @@
+"""Everything that differs between SQLite and MySQL/MariaDB, in one place.
+
+A :class:`DialectProfile` knows how to set up a connection, how a claim locks its rows and
+how to read the driver's errors. The rest of the library asks the profile and never tests
+the dialect name itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+
+from asynctaskmanager.errors import (
+    AsyncTaskManagerError,
+    ConfigurationError,
+    DuplicateError,
+    StorageError,
+    TransientStorageError,
+)
+
+# Strict everywhere: a too-long value or a bad date is an error, never a silent truncation.
+MYSQL_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+# '+00:00', not 'UTC': the named zone needs the server's time-zone tables, often not loaded.
+MYSQL_INIT_COMMAND = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
+
+_MYSQL_DUPLICATE = {1062}
+_MYSQL_TRANSIENT = {
+    1205,  # lock wait timeout
+    1213,  # deadlock
+    1927,  # connection killed
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    2055,  # lost connection (system error)
+    4031,  # disconnected by the server for inactivity
+    1053,  # server shutdown in progress
+    1290,  # read-only (e.g. during a fail-over)
+}
+_MYSQL_BAD_VALUE = {1048, 1264, 1292, 1366, 1406, 3140, 4025}
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    duplicate: bool = False
+    transient: bool = False
+    bad_value: bool = False
+
+
+@dataclass(frozen=True)
+class DialectProfile:
+    name: str
+    engine_options: Callable[[], dict[str, Any]]
+    configure: Callable[[Engine], None]
+    classify: Callable[[DBAPIError], ErrorKind]
+    index_names_are_per_table: bool
+    keys_need_binary_collation: bool
+    supports_skip_locked: Callable[[Dialect], bool]
+
+
+# --- MySQL and MariaDB -------------------------------------------------------------------
+
+
+def _mysql_engine_options() -> dict[str, Any]:
+    return {
+        "connect_args": {"charset": "utf8mb4", "init_command": MYSQL_INIT_COMMAND},
+        # Claims and transitions touch rows by key; READ COMMITTED takes no gap locks, which
+        # is what turned concurrent claimers' deadlocks into nothing in our runs.
+        "isolation_level": "READ COMMITTED",
+        "pool_pre_ping": True,
+    }
+
+
+def _mysql_configure(engine: Engine) -> None:
+    pass
+
+
+def _mysql_classify(error: DBAPIError) -> ErrorKind:
+    if error.connection_invalidated:
+        return ErrorKind(transient=True)
+    args = getattr(error.orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code in _MYSQL_DUPLICATE:
+        return ErrorKind(duplicate=True)
+    if code in _MYSQL_TRANSIENT:
+        return ErrorKind(transient=True)
+    if code in _MYSQL_BAD_VALUE:
+        return ErrorKind(bad_value=True)
+    return ErrorKind()
+
+
+def _mysql_skip_locked(dialect: Dialect) -> bool:
+    version = dialect.server_version_info or (0,)
+    if getattr(dialect, "is_mariadb", False):
+        return version >= (10, 6)
+    return version >= (8, 0, 1)
+
+
+MYSQL = DialectProfile(
+    name="mysql",
+    engine_options=_mysql_engine_options,
+    configure=_mysql_configure,
+    classify=_mysql_classify,
+    index_names_are_per_table=True,
+    keys_need_binary_collation=True,
+    supports_skip_locked=_mysql_skip_locked,
+)
+
+
+# --- SQLite ------------------------------------------------------------------------------
+
+
+def _sqlite_engine_options() -> dict[str, Any]:
+    return {"connect_args": {"check_same_thread": False, "timeout": 30}}
+
+
+def _sqlite_configure(engine: Engine) -> None:
+    """Writers take the database lock when their transaction begins.
+
+    SQLite ignores FOR UPDATE, so a claim's select-then-update is only safe if no other
+    writer can come between the two: BEGIN IMMEDIATE makes every transaction a writer
+    from its first statement. pysqlite's own transaction handling is switched off so that
+    SQLAlchemy's BEGIN is the only one.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            if engine.url.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_classify(error: DBAPIError) -> ErrorKind:
+    message = str(error.orig).lower()
+    if "unique constraint failed" in message:
+        return ErrorKind(duplicate=True)
+    if "database is locked" in message or "database is busy" in message:
+        return ErrorKind(transient=True)
+    if "constraint failed" in message or "datatype mismatch" in message:
+        return ErrorKind(bad_value=True)
+    return ErrorKind()
+
+
+SQLITE = DialectProfile(
+    name="sqlite",
+    engine_options=_sqlite_engine_options,
+    configure=_sqlite_configure,
+    classify=_sqlite_classify,
+    index_names_are_per_table=False,
+    keys_need_binary_collation=False,
+    supports_skip_locked=lambda _dialect: False,
+)
+
+
+_PROFILES = {"mysql": MYSQL, "mariadb": MYSQL, "sqlite": SQLITE}
+
+
+def profile_for(dialect_name: str) -> DialectProfile:
+    try:
+        return _PROFILES[dialect_name]
+    except KeyError:
+        supported = ", ".join(sorted(_PROFILES))
+        raise ConfigurationError(f"unsupported database {dialect_name!r}; supported: {supported}") from None
+
+
+def translate(error: DBAPIError, profile: DialectProfile) -> AsyncTaskManagerError:
+    """The library error for a driver error. Callers raise it ``from`` the original."""
+    kind = profile.classify(error)
+    detail = str(error.orig).strip() or type(error.orig).__name__
+    if kind.transient:
+        return TransientStorageError(f"transient database failure, safe to retry: {detail}")
+    if kind.duplicate:
+        return DuplicateError("record")
+    return StorageError(f"database error: {detail}")

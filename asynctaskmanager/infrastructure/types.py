@@ -1,0 +1,77 @@
+"""Column types and server defaults that behave the same on every backend."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import TIMESTAMP, Dialect
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+_UTC = timezone.utc
+
+# SQLite's CURRENT_TIMESTAMP has this shape; storing bound values the same way keeps text
+# comparisons against the database clock correct.
+_SQLITE_STORAGE = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d"
+_SQLITE_REGEXP = r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)"
+
+
+class _SQLiteTimestamp(sqlite.DATETIME):
+    """SQLite's DATETIME processing, declared as TIMESTAMP like the other backends."""
+
+    __visit_name__ = "TIMESTAMP"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMP in UTC, whole seconds. Binds aware datetimes only; returns aware UTC.
+
+    The connection's time zone is pinned to +00:00 (see the dialect profiles), so the naive
+    values the drivers exchange are UTC on every server, whatever its own zone.
+    """
+
+    impl = TIMESTAMP
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(
+                _SQLiteTimestamp(storage_format=_SQLITE_STORAGE, regexp=_SQLITE_REGEXP)
+            )
+        return dialect.type_descriptor(TIMESTAMP())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime reached the database layer")
+        return value.astimezone(_UTC).replace(tzinfo=None, microsecond=0)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=_UTC)
+
+
+class current_timestamp_on_update(FunctionElement[datetime]):  # noqa: N801 - reads as SQL
+    """``CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP`` where the server has it.
+
+    SQLite has no ON UPDATE clause; a trigger (created by the migrations) does the same there.
+    """
+
+    inherit_cache = True
+    type = TIMESTAMP()
+
+
+@compiles(current_timestamp_on_update)
+def _compile_plain(element: current_timestamp_on_update, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(current_timestamp_on_update, "mysql")
+@compiles(current_timestamp_on_update, "mariadb")
+def _compile_mysql(element: current_timestamp_on_update, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP"

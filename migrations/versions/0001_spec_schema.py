@@ -1,0 +1,139 @@
+"""The spec's schema, as written: the four tables and their indexes.
+
+On MySQL and MariaDB this is the spec's DDL exactly, so that a database the Go service
+created can be adopted with ``alembic stamp 0001`` followed by ``alembic upgrade head``.
+
+SQLite differs where it must: index names are scoped per database there, and the spec
+reuses idx_status and idx_created_at, so on SQLite the indexes take the table-scoped names
+that revision 0002 gives them on MySQL. SQLite has no ON UPDATE clause, so a trigger keeps
+task_config.updated_at current.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from asynctaskmanager.infrastructure.dialects import profile_for
+from asynctaskmanager.infrastructure.types import current_timestamp_on_update
+
+revision: str = "0001"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+NOW = sa.text("CURRENT_TIMESTAMP")
+
+# (table, column); the spec names each index idx_<column>.
+SPEC_INDEXES = [
+    ("task", "status"),
+    ("task", "task_type"),
+    ("task", "worker_id"),
+    ("task", "created_at"),
+    ("task_config", "enabled"),
+    ("task_log", "task_id"),
+    ("task_log", "log_type"),
+    ("task_log", "created_at"),
+    ("worker", "status"),
+    ("worker", "last_heartbeat"),
+]
+
+SQLITE_UPDATED_AT_TRIGGER = """
+CREATE TRIGGER task_config_updated_at
+AFTER UPDATE ON task_config
+FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at
+BEGIN
+    UPDATE task_config SET updated_at = CURRENT_TIMESTAMP WHERE task_type = NEW.task_type;
+END
+"""
+
+
+def index_name(table: str, column: str) -> str:
+    if profile_for(op.get_bind().dialect.name).index_names_are_per_table:
+        return f"idx_{column}"
+    return f"ix_{table}_{column}"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "task",
+        sa.Column("task_id", sa.String(64), primary_key=True),
+        sa.Column("task_type", sa.String(64), nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("payload", sa.JSON),
+        sa.Column("result", sa.JSON),
+        sa.Column("error_message", sa.Text),
+        sa.Column("worker_id", sa.String(64)),
+        sa.Column("retry_count", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("max_retry", sa.Integer, nullable=False, server_default=sa.text("3")),
+        sa.Column("timeout", sa.Integer, nullable=False, server_default=sa.text("30")),
+        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        sa.Column("scheduled_at", sa.TIMESTAMP, nullable=True),
+        sa.Column("started_at", sa.TIMESTAMP, nullable=True),
+        sa.Column("completed_at", sa.TIMESTAMP, nullable=True),
+        **MYSQL_TABLE,
+    )
+    op.create_table(
+        "task_config",
+        sa.Column("task_type", sa.String(64), primary_key=True),
+        sa.Column("task_name", sa.String(128), nullable=False),
+        sa.Column("description", sa.Text),
+        sa.Column("executor_type", sa.String(32), nullable=False),
+        sa.Column("executor_config", sa.JSON),
+        sa.Column("default_timeout", sa.Integer, nullable=False, server_default=sa.text("30")),
+        sa.Column("default_max_retry", sa.Integer, nullable=False, server_default=sa.text("3")),
+        sa.Column("retry_strategy", sa.String(32), nullable=False),
+        sa.Column("retry_delay", sa.Integer, nullable=False, server_default=sa.text("5")),
+        sa.Column("backoff_rate", sa.Numeric(10, 2), nullable=False, server_default="2.00"),
+        sa.Column("max_concurrent", sa.Integer, nullable=False, server_default=sa.text("10")),
+        sa.Column("enabled", sa.Boolean, nullable=False, server_default="1"),
+        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        sa.Column(
+            "updated_at",
+            sa.TIMESTAMP,
+            nullable=False,
+            server_default=current_timestamp_on_update(),
+        ),
+        **MYSQL_TABLE,
+    )
+    op.create_table(
+        "task_log",
+        sa.Column("log_id", sa.String(64), primary_key=True),
+        sa.Column("task_id", sa.String(64), nullable=False),
+        sa.Column("log_type", sa.String(32), nullable=False),
+        sa.Column("from_status", sa.String(32)),
+        sa.Column("to_status", sa.String(32)),
+        sa.Column("message", sa.Text),
+        sa.Column("details", sa.JSON),
+        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        **MYSQL_TABLE,
+    )
+    op.create_table(
+        "worker",
+        sa.Column("worker_id", sa.String(64), primary_key=True),
+        sa.Column("worker_name", sa.String(128), nullable=False),
+        sa.Column("address", sa.String(256), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("capacity", sa.Integer, nullable=False, server_default=sa.text("10")),
+        sa.Column("current_load", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("supported_types", sa.JSON),
+        sa.Column("last_heartbeat", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        **MYSQL_TABLE,
+    )
+    for table, column in SPEC_INDEXES:
+        op.create_index(index_name(table, column), table, [column])
+    if not profile_for(op.get_bind().dialect.name).index_names_are_per_table:
+        op.execute(SQLITE_UPDATED_AT_TRIGGER)
+
+
+def downgrade() -> None:
+    for table in ("worker", "task_log", "task_config", "task"):
+        op.drop_table(table)
