@@ -68,14 +68,27 @@ class TaskTypeDisabledError(AsyncTaskManagerError):
         super().__init__(f"task type {task_type!r} is disabled")
 
 
+class UnknownTaskTypeError(AsyncTaskManagerError):
+    """The task type has no TaskConfig; configure it before enqueueing its tasks."""
+
+    def __init__(self, task_type: str) -> None:
+        self.task_type = task_type
+        super().__init__(f"task type {task_type!r} has no TaskConfig; create one before enqueueing")
+
+
 class StorageError(AsyncTaskManagerError):
     """The database refused or failed an operation for a reason not covered elsewhere."""
 
 
 class TransientStorageError(StorageError):
-    """A deadlock, lock-wait timeout or lost connection; the whole operation may be retried."""
+    """A deadlock, lock-wait timeout or lost connection; the whole operation may be retried.
+
+    ``outcome_unknown`` is set when the link broke during COMMIT: the server may have applied
+    the transaction. The library does not retry those on its own.
+    """
 
     retryable = True
+    outcome_unknown = False
 
 
 class ConfigurationError(AsyncTaskManagerError):

@@ -179,12 +179,17 @@ def profile_for(dialect_name: str) -> DialectProfile:
         raise ConfigurationError(f"unsupported database {dialect_name!r}; supported: {supported}") from None
 
 
-def translate(error: DBAPIError, profile: DialectProfile) -> AsyncTaskManagerError:
+def translate(
+    error: DBAPIError,
+    profile: DialectProfile,
+    entity: str = "record",
+    key: str | None = None,
+) -> AsyncTaskManagerError:
     """The library error for a driver error. Callers raise it ``from`` the original."""
     kind = profile.classify(error)
     detail = str(error.orig).strip() or type(error.orig).__name__
     if kind.transient:
         return TransientStorageError(f"transient database failure, safe to retry: {detail}")
     if kind.duplicate:
-        return DuplicateError("record")
+        return DuplicateError(entity, key)
     return StorageError(f"database error: {detail}")

@@ -1,0 +1,84 @@
+"""asynctaskmanager: the persistence layer of a distributed asynchronous task manager.
+
+    from asynctaskmanager import open_storage
+    storage = open_storage("memory")            # or a URL, or a MySQLConfig
+"""
+
+from asynctaskmanager.domain.enums import (
+    ExecutorType,
+    LogType,
+    RetryStrategy,
+    TaskPriority,
+    TaskStatus,
+    WorkerStatus,
+)
+from asynctaskmanager.domain.ids import new_id
+from asynctaskmanager.domain.lifecycle import ALLOWED_TRANSITIONS, RetryPolicy, can_transition
+from asynctaskmanager.domain.models import Task, TaskConfig, TaskLog, Worker
+from asynctaskmanager.domain.repositories import (
+    TaskConfigRepository,
+    TaskFilter,
+    TaskLogRepository,
+    TaskOrder,
+    TaskRepository,
+    WorkerRepository,
+)
+from asynctaskmanager.domain.requests import TaskRequest
+from asynctaskmanager.errors import (
+    AsyncTaskManagerError,
+    ConfigurationError,
+    DuplicateError,
+    IllegalTransitionError,
+    NotFoundError,
+    StorageError,
+    TaskTypeDisabledError,
+    TransientStorageError,
+    UnknownTaskTypeError,
+    ValidationError,
+)
+from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, MySQLConfig
+from asynctaskmanager.infrastructure.queue import QueueSettings, SweepReport, TaskQueue
+from asynctaskmanager.infrastructure.storage import Storage, open_storage
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "DATABASE_URL_ENV",
+    "AsyncTaskManagerError",
+    "ConfigurationError",
+    "DuplicateError",
+    "ExecutorType",
+    "IllegalTransitionError",
+    "LogType",
+    "MySQLConfig",
+    "NotFoundError",
+    "QueueSettings",
+    "RetryPolicy",
+    "RetryStrategy",
+    "Storage",
+    "StorageError",
+    "SweepReport",
+    "Task",
+    "TaskConfig",
+    "TaskConfigRepository",
+    "TaskFilter",
+    "TaskLog",
+    "TaskLogRepository",
+    "TaskOrder",
+    "TaskPriority",
+    "TaskQueue",
+    "TaskRepository",
+    "TaskRequest",
+    "TaskStatus",
+    "TaskTypeDisabledError",
+    "TransientStorageError",
+    "UnitOfWork",
+    "UnknownTaskTypeError",
+    "ValidationError",
+    "Worker",
+    "WorkerRepository",
+    "WorkerStatus",
+    "can_transition",
+    "new_id",
+    "open_storage",
+]

@@ -1,0 +1,42 @@
+"""What every SQL repository shares: statement execution with error translation, paging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Executable, Result
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from asynctaskmanager.domain import limits
+from asynctaskmanager.domain import validation as check
+from asynctaskmanager.errors import NotFoundError
+from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
+
+
+class SqlRepository:
+    entity = "record"
+
+    def __init__(self, session: Session, profile: DialectProfile) -> None:
+        self._session = session
+        self._profile = profile
+
+    def _execute(
+        self, statement: Executable, params: Any = None, *, key: str | None = None
+    ) -> Result[Any]:
+        try:
+            return self._session.execute(statement, params)
+        except DBAPIError as error:
+            raise translate(error, self._profile, self.entity, key) from error
+
+    def _require_one(self, result: Result[Any], key: str) -> None:
+        # rowcount counts matched rows on MySQL (the engine sets FOUND_ROWS) and on SQLite.
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFoundError(self.entity, key)
+
+
+def page(limit: object, offset: object) -> tuple[int, int]:
+    return (
+        check.integer("limit", limit, 1, limits.PAGE_MAX),
+        check.integer("offset", offset, 0),
+    )

@@ -1,0 +1,125 @@
+"""The unit of work: one transaction that several repositories share."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from asynctaskmanager.errors import StorageError, TransientStorageError
+from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
+from asynctaskmanager.infrastructure.repositories import (
+    SqlTaskConfigRepository,
+    SqlTaskLogRepository,
+    SqlTaskRepository,
+    SqlWorkerRepository,
+)
+
+
+class SharedConnectionGuard:
+    """Serialises the users of the in-memory database's single connection.
+
+    SQLite's one in-memory connection is not safe for concurrent writers (crashes and lost
+    rows were seen); holding this lock for a whole unit of work makes it safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = threading.local()
+
+    def __enter__(self) -> None:
+        if getattr(self._owner, "held", False):
+            # A nested transaction on the one connection would see and roll back the outer
+            # one's work.
+            raise StorageError(
+                "the memory backend does not nest units of work; use the open one's repositories"
+            )
+        self._lock.acquire()
+        self._owner.held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._owner.held = False
+        self._lock.release()
+
+
+class UnitOfWork:
+    """``with storage.unit_of_work() as uow: ...; uow.commit()``.
+
+    Leaving the block without :meth:`commit` rolls everything back. Repositories never
+    commit on their own.
+    """
+
+    tasks: SqlTaskRepository
+    task_configs: SqlTaskConfigRepository
+    task_logs: SqlTaskLogRepository
+    workers: SqlWorkerRepository
+
+    def __init__(self, engine: Engine, profile: DialectProfile, guard: SharedConnectionGuard | None) -> None:
+        self._engine = engine
+        self.profile = profile
+        self._guard: AbstractContextManager[object] = guard if guard is not None else nullcontext()
+        self._session: Session | None = None
+        self._committed = False
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise StorageError("the unit of work is not open; use it in a with block")
+        return self._session
+
+    def __enter__(self) -> UnitOfWork:
+        self._guard.__enter__()
+        try:
+            session = Session(self._engine, autoflush=False, expire_on_commit=False)
+            session.begin()
+        except BaseException:
+            self._guard.__exit__(None, None, None)
+            raise
+        self._session = session
+        self._committed = False
+        self.tasks = SqlTaskRepository(session, self.profile)
+        self.task_configs = SqlTaskConfigRepository(session, self.profile)
+        self.task_logs = SqlTaskLogRepository(session, self.profile)
+        self.workers = SqlWorkerRepository(session, self.profile)
+        return self
+
+    def commit(self) -> None:
+        try:
+            self.session.commit()
+        except DBAPIError as error:
+            translated = translate(error, self.profile)
+            if isinstance(translated, TransientStorageError):
+                # The server may or may not have applied the commit before the link broke.
+                translated.outcome_unknown = True
+            raise translated from error
+        self._committed = True
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                try:
+                    if not self._committed:
+                        session.rollback()
+                finally:
+                    session.close()
+        except DBAPIError as error:
+            if exc is None:
+                raise translate(error, self.profile) from error
+            # The original failure matters more than a failed rollback on a broken link.
+        finally:
+            self._guard.__exit__(None, None, None)
+        if isinstance(exc, DBAPIError):
+            raise translate(exc, self.profile) from exc
