@@ -1,7 +1,7 @@
 """asynctaskmanager: the persistence layer of a distributed asynchronous task manager.
 
-    from asynctaskmanager import open_storage
-    storage = open_storage("memory")            # or a URL, or a MySQLConfig
+from asynctaskmanager import open_storage
+storage = open_storage("memory")            # or a URL, or a MySQLConfig
 """
 
 from asynctaskmanager.domain.enums import (

@@ -82,13 +82,23 @@ class TaskConfig:
         check.identifier("task_type", self.task_type)
         check.text("task_name", self.task_name, limits.NAME_MAX, allow_empty=False)
         check.long_text("description", self.description)
-        _set(self, "executor_type", check.enum_member("executor_type", ExecutorType, self.executor_type))
+        _set(
+            self,
+            "executor_type",
+            check.enum_member("executor_type", ExecutorType, self.executor_type),
+        )
         check.json_document("executor_config", self.executor_config)
         check.integer("default_timeout", self.default_timeout, 1)
         check.integer("default_max_retry", self.default_max_retry, 0)
-        _set(self, "retry_strategy", check.enum_member("retry_strategy", RetryStrategy, self.retry_strategy))
+        _set(
+            self,
+            "retry_strategy",
+            check.enum_member("retry_strategy", RetryStrategy, self.retry_strategy),
+        )
         check.integer("retry_delay", self.retry_delay, 0)
-        _set(self, "backoff_rate", check.decimal("backoff_rate", self.backoff_rate, Decimal("1.00")))
+        _set(
+            self, "backoff_rate", check.decimal("backoff_rate", self.backoff_rate, Decimal("1.00"))
+        )
         check.integer("max_concurrent", self.max_concurrent, 1)
         check.boolean("enabled", self.enabled)
         _set(self, "created_at", check.optional_timestamp("created_at", self.created_at))
@@ -142,4 +152,6 @@ class Worker:
             "supported_types",
             check.string_list("supported_types", self.supported_types, check.identifier),
         )
-        _set(self, "last_heartbeat", check.optional_timestamp("last_heartbeat", self.last_heartbeat))
+        _set(
+            self, "last_heartbeat", check.optional_timestamp("last_heartbeat", self.last_heartbeat)
+        )

@@ -76,7 +76,9 @@ def _encodable(field: str, value: str) -> bytes:
         raise ValidationError(field, "valid Unicode (no lone surrogates)", value) from None
 
 
-def integer(field: str, value: object, minimum: int = limits.INT_MIN, maximum: int = limits.INT_MAX) -> int:
+def integer(
+    field: str, value: object, minimum: int = limits.INT_MIN, maximum: int = limits.INT_MAX
+) -> int:
     if type(value) is not int:
         # bool is an int subclass; a True timeout is a bug, not a 1.
         if not (isinstance(value, int) and not isinstance(value, bool)):
@@ -170,7 +172,9 @@ def json_document(field: str, value: object) -> Any:
         kind = type(item)
         if kind is dict:
             if depth > limits.JSON_MAX_DEPTH:
-                raise ValidationError(field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value)
+                raise ValidationError(
+                    field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value
+                )
             for key, child in item.items():  # type: ignore[attr-defined]
                 if type(key) is not str:
                     raise ValidationError(field, "JSON object keys must be strings", value)
@@ -178,7 +182,9 @@ def json_document(field: str, value: object) -> Any:
                 stack.append((child, depth + 1))
         elif kind is list:
             if depth > limits.JSON_MAX_DEPTH:
-                raise ValidationError(field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value)
+                raise ValidationError(
+                    field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value
+                )
             stack.extend((child, depth + 1) for child in item)  # type: ignore[attr-defined]
         elif kind is float:
             if not math.isfinite(item):  # type: ignore[arg-type]
@@ -187,7 +193,9 @@ def json_document(field: str, value: object) -> Any:
             if not item.isascii():  # type: ignore[attr-defined]
                 _encodable(field, item)  # type: ignore[arg-type]
         elif kind not in _SCALARS:
-            raise ValidationError(field, "JSON-serializable (dict, list, str, int, float, bool, None)", value)
+            raise ValidationError(
+                field, "JSON-serializable (dict, list, str, int, float, bool, None)", value
+            )
     size = len(dumps(value).encode("utf-8"))
     if size > limits.JSON_MAX_BYTES:
         raise ValidationError(field, f"JSON at most {limits.JSON_MAX_BYTES} bytes", value)
@@ -199,7 +207,9 @@ def dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def string_list(field: str, value: object, item_check: Callable[[str, object], str]) -> list[str] | None:
+def string_list(
+    field: str, value: object, item_check: Callable[[str, object], str]
+) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)):

@@ -24,9 +24,7 @@ from asynctaskmanager.errors import (
 )
 
 # Strict everywhere: a too-long value or a bad date is an error, never a silent truncation.
-MYSQL_SQL_MODE = (
-    "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
-)
+MYSQL_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 # '+00:00', not 'UTC': the named zone needs the server's time-zone tables, often not loaded.
 MYSQL_INIT_COMMAND = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
 
@@ -176,7 +174,9 @@ def profile_for(dialect_name: str) -> DialectProfile:
         return _PROFILES[dialect_name]
     except KeyError:
         supported = ", ".join(sorted(_PROFILES))
-        raise ConfigurationError(f"unsupported database {dialect_name!r}; supported: {supported}") from None
+        raise ConfigurationError(
+            f"unsupported database {dialect_name!r}; supported: {supported}"
+        ) from None
 
 
 def translate(

@@ -49,9 +49,13 @@ class MySQLConfig:
         for name in ("max_open", "max_idle"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
-                raise ValidationError(name, "must be an integer of at least 0 (0 = unlimited)", value)
+                raise ValidationError(
+                    name, "must be an integer of at least 0 (0 = unlimited)", value
+                )
         if not isinstance(self.max_life, timedelta) or self.max_life < timedelta(0):
-            raise ValidationError("max_life", "must be a timedelta of at least 0 (0 = forever)", self.max_life)
+            raise ValidationError(
+                "max_life", "must be a timedelta of at least 0 (0 = forever)", self.max_life
+            )
 
     @property
     def url(self) -> URL:

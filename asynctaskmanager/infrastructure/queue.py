@@ -104,7 +104,9 @@ class TaskQueue:
 
         def work(uow: UnitOfWork) -> list[Task]:
             types = sorted({request.task_type for request in batch})
-            rows = uow.session.execute(select(cfg, db_now()).where(cfg.c.task_type.in_(types))).all()
+            rows = uow.session.execute(
+                select(cfg, db_now()).where(cfg.c.task_type.in_(types))
+            ).all()
             configs = {row.task_type: row_to_config(row) for row in rows}
             now = rows[0][-1] if rows else uow.session.execute(select(db_now())).scalar_one()
             tasks = [_new_task(request, configs, now) for request in batch]
@@ -299,14 +301,18 @@ class TaskQueue:
             result = uow.session.execute(
                 update(t)
                 .where(_same_attempt(task))
-                .values(status=TaskStatus.CANCELLED.value, completed_at=db_now(), error_message=reason)
+                .values(
+                    status=TaskStatus.CANCELLED.value, completed_at=db_now(), error_message=reason
+                )
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return False
             if task.status is TaskStatus.RUNNING and task.worker_id is not None:
                 _release_slot(uow, task.worker_id)
             uow.task_logs.create(
-                TaskLog(task_id, LogType.CANCELLED, task.status, TaskStatus.CANCELLED, message=reason)
+                TaskLog(
+                    task_id, LogType.CANCELLED, task.status, TaskStatus.CANCELLED, message=reason
+                )
             )
             return True
 
@@ -387,13 +393,18 @@ class TaskQueue:
             )
             running = [
                 row_to_task(row)
-                for row in uow.session.execute(select(t).where(t.c.status == TaskStatus.RUNNING.value))
+                for row in uow.session.execute(
+                    select(t).where(t.c.status == TaskStatus.RUNNING.value)
+                )
             ]
             overdue = [
                 task
                 for task in running
                 if task.worker_id in dead
-                or (task.started_at is not None and task.started_at + timedelta(seconds=task.timeout) + grace < now)
+                or (
+                    task.started_at is not None
+                    and task.started_at + timedelta(seconds=task.timeout) + grace < now
+                )
             ]
             return dead, overdue
 
@@ -407,7 +418,9 @@ class TaskQueue:
         failed: list[str] = []
         for task in overdue:
             reason = "worker lost" if task.worker_id in dead else f"timed out after {task.timeout}s"
-            outcome = self._storage.run(lambda uow, task=task, reason=reason: self._rescue(uow, task, reason))
+            outcome = self._storage.run(
+                lambda uow, task=task, reason=reason: self._rescue(uow, task, reason)
+            )
             if outcome is TaskStatus.PENDING:
                 requeued.append(task.task_id)
             elif outcome is TaskStatus.FAILED:
@@ -421,7 +434,9 @@ class TaskQueue:
             lambda uow: [
                 row_to_task(row)
                 for row in uow.session.execute(
-                    select(t).where(t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value)
+                    select(t).where(
+                        t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
+                    )
                 )
             ]
         )
@@ -454,7 +469,9 @@ class TaskQueue:
         _release_slot(uow, task.worker_id)
         return True
 
-    def _config_and_now(self, uow: UnitOfWork, task_type: str) -> tuple[TaskConfig | None, datetime]:
+    def _config_and_now(
+        self, uow: UnitOfWork, task_type: str
+    ) -> tuple[TaskConfig | None, datetime]:
         row = uow.session.execute(select(cfg, db_now()).where(cfg.c.task_type == task_type)).first()
         if row is None:
             return None, uow.session.execute(select(db_now())).scalar_one()
@@ -531,8 +548,14 @@ def _requeue_values(task: Task, reason: str, retry_at: datetime) -> dict[str, An
 
 def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: LogType) -> TaskLog:
     if retry_at is None:
-        return TaskLog(task.task_id, log_type, TaskStatus.RUNNING, TaskStatus.FAILED, message=reason,
-                       details={"worker_id": task.worker_id, "attempt": task.retry_count + 1})
+        return TaskLog(
+            task.task_id,
+            log_type,
+            TaskStatus.RUNNING,
+            TaskStatus.FAILED,
+            message=reason,
+            details={"worker_id": task.worker_id, "attempt": task.retry_count + 1},
+        )
     return TaskLog(
         task.task_id,
         LogType.RETRY_SCHEDULED if log_type is LogType.FAILED else log_type,
@@ -556,7 +579,9 @@ def _release_slot(uow: UnitOfWork, worker_id: str) -> None:
 
 
 def _set_worker_status(uow: UnitOfWork, worker_id: str, status: WorkerStatus) -> None:
-    result = uow.session.execute(update(w).where(w.c.worker_id == worker_id).values(status=status.value))
+    result = uow.session.execute(
+        update(w).where(w.c.worker_id == worker_id).values(status=status.value)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFoundError("worker", worker_id)
 

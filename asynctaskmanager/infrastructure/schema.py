@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, Numeric, String, Text, text
+from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, Numeric, String, Table, Text, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -38,7 +38,9 @@ KEY_COLLATION = "utf8mb4_bin"
 
 
 def key_type(length: int = 64) -> TypeEngine[str]:
-    return String(length).with_variant(mysql.VARCHAR(length, collation=KEY_COLLATION), "mysql", "mariadb")
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation=KEY_COLLATION), "mysql", "mariadb"
+    )
 
 
 def json_type() -> TypeEngine[Any]:
@@ -151,7 +153,8 @@ class WorkerRow(Base):
     __table_args__ = (Index(None, "status"), Index(None, "last_heartbeat"), MYSQL_TABLE_ARGS)
 
 
-task_table = TaskRow.__table__
-task_config_table = TaskConfigRow.__table__
-task_log_table = TaskLogRow.__table__
-worker_table = WorkerRow.__table__
+# The Core tables behind the mapping, for the Core statements the repositories issue.
+task_table = cast(Table, TaskRow.__table__)
+task_config_table = cast(Table, TaskConfigRow.__table__)
+task_log_table = cast(Table, TaskLogRow.__table__)
+worker_table = cast(Table, WorkerRow.__table__)

@@ -31,7 +31,9 @@ class RetryPolicy:
     Full jitter on an exponential ceiling, so that colliding workers spread out.
     """
 
-    def __init__(self, attempts: int = 6, base_delay: float = 0.005, max_delay: float = 0.5) -> None:
+    def __init__(
+        self, attempts: int = 6, base_delay: float = 0.005, max_delay: float = 0.5
+    ) -> None:
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -121,7 +123,9 @@ class _AutoCommit:
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._storage.run(lambda uow: getattr(getattr(uow, self._name), method)(*args, **kwargs))
+            return self._storage.run(
+                lambda uow: getattr(getattr(uow, self._name), method)(*args, **kwargs)
+            )
 
         call.__name__ = method
         return call

@@ -56,7 +56,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=_UTC)
 
 
-class current_timestamp_on_update(FunctionElement[datetime]):  # noqa: N801 - reads as SQL
+class current_timestamp_on_update(FunctionElement[datetime]):
     """``CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP`` where the server has it.
 
     SQLite has no ON UPDATE clause; a trigger (created by the migrations) does the same there.

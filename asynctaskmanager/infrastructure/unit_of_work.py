@@ -58,7 +58,9 @@ class UnitOfWork:
     task_logs: SqlTaskLogRepository
     workers: SqlWorkerRepository
 
-    def __init__(self, engine: Engine, profile: DialectProfile, guard: SharedConnectionGuard | None) -> None:
+    def __init__(
+        self, engine: Engine, profile: DialectProfile, guard: SharedConnectionGuard | None
+    ) -> None:
         self._engine = engine
         self.profile = profile
         self._guard: AbstractContextManager[object] = guard if guard is not None else nullcontext()

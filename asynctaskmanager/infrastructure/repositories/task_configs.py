@@ -71,9 +71,13 @@ class SqlTaskConfigRepository(SqlRepository):
         check.identifier("task_type", task_type)
         self._require_one(self._execute(delete(c).where(c.c.task_type == task_type)), task_type)
 
-    def list(self, *, enabled: bool | None = None, limit: int = 100, offset: int = 0) -> list[TaskConfig]:
+    def list(
+        self, *, enabled: bool | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TaskConfig]:
         limit, offset = page(limit, offset)
-        query = select(c).where(*_enabled(enabled)).order_by(c.c.task_type).limit(limit).offset(offset)
+        query = (
+            select(c).where(*_enabled(enabled)).order_by(c.c.task_type).limit(limit).offset(offset)
+        )
         return [row_to_config(row) for row in self._execute(query)]
 
     def list_enabled(self) -> list[TaskConfig]:

@@ -89,7 +89,9 @@ class SqlTaskRepository(SqlRepository):
         row = task_to_row(task)
         del row["task_id"]
         row.pop("created_at", None)  # the creation instant never changes
-        result = self._execute(update(t).where(t.c.task_id == task.task_id).values(row), key=task.task_id)
+        result = self._execute(
+            update(t).where(t.c.task_id == task.task_id).values(row), key=task.task_id
+        )
         self._require_one(result, task.task_id)
 
     def delete(self, task_id: str) -> None:
@@ -111,7 +113,13 @@ class SqlTaskRepository(SqlRepository):
         direction = column.desc() if check.boolean("descending", descending) else column.asc()
         # task_id last makes the order total, so that pages never overlap or skip.
         tie = t.c.task_id.desc() if descending else t.c.task_id.asc()
-        query = select(t).where(*_conditions(where)).order_by(direction, tie).limit(limit).offset(offset)
+        query = (
+            select(t)
+            .where(*_conditions(where))
+            .order_by(direction, tie)
+            .limit(limit)
+            .offset(offset)
+        )
         return [row_to_task(row) for row in self._execute(query)]
 
     def count(self, where: TaskFilter = TaskFilter()) -> int:

@@ -55,7 +55,9 @@ class SqlWorkerRepository(SqlRepository):
         row = worker_to_row(worker)
         del row["worker_id"]
         self._require_one(
-            self._execute(update(w).where(w.c.worker_id == worker.worker_id).values(row), key=worker.worker_id),
+            self._execute(
+                update(w).where(w.c.worker_id == worker.worker_id).values(row), key=worker.worker_id
+            ),
             worker.worker_id,
         )
 
@@ -90,7 +92,11 @@ class SqlWorkerRepository(SqlRepository):
         heartbeat_before: datetime | None = None,
         heartbeat_after: datetime | None = None,
     ) -> int:
-        query = select(func.count()).select_from(w).where(*_conditions(status, heartbeat_before, heartbeat_after))
+        query = (
+            select(func.count())
+            .select_from(w)
+            .where(*_conditions(status, heartbeat_before, heartbeat_after))
+        )
         return int(self._execute(query).scalar_one())
 
 

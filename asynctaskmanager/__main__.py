@@ -1,0 +1,5 @@
+import sys
+
+from asynctaskmanager.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""Backends for the test suite.
+
+``storage`` runs a test on memory, an SQLite file and MySQL. The MySQL server is, in order:
+``ASYNCTASK_TEST_MYSQL_URL``; a testcontainers MySQL 8 container when a Docker engine
+answers a quick probe; else the mysql cases skip with the reason. Each test session works in
+its own freshly created database on that server, migrated once; each test starts from
+empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import URL, create_engine, make_url, text
+
+from asynctaskmanager import Storage, open_storage
+from asynctaskmanager.infrastructure.engine import resolve_url
+
+MYSQL_URL_ENV = "ASYNCTASK_TEST_MYSQL_URL"
+TABLES = ("task_log", "task", "worker", "task_config")
+
+mysql_only = pytest.mark.mysql
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mysql: needs a MySQL or MariaDB server")
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> Iterator[URL]:
+    """A URL of a MySQL/MariaDB server with rights to create databases."""
+    configured = os.environ.get(MYSQL_URL_ENV)
+    if configured:
+        yield resolve_url(configured)
+        return
+    if not _docker_answers():
+        pytest.skip(f"no MySQL: set {MYSQL_URL_ENV} or run a Docker engine for testcontainers")
+    from testcontainers.mysql import MySqlContainer  # type: ignore[import-untyped]
+
+    with MySqlContainer("mysql:8.0", username="root", password="test") as container:
+        yield resolve_url(container.get_connection_url())
+
+
+@pytest.fixture(scope="session")
+def mysql_database_url(mysql_server_url: URL) -> Iterator[URL]:
+    """A fresh database for this test session, migrated to head, dropped at the end."""
+    name = f"atm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(mysql_server_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = mysql_server_url.set(database=name)
+    storage = open_storage(url, upgrade=True)
+    storage.close()
+    try:
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def fresh_mysql_database(mysql_server_url: URL) -> Iterator[URL]:
+    """An empty database of its own, for tests that migrate or break the schema."""
+    name = f"atm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(mysql_server_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    try:
+        yield mysql_server_url.set(database=name)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def empty_tables(storage: Storage) -> None:
+    with storage.engine.begin() as connection:
+        for table in TABLES:
+            connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def mysql_storage(mysql_database_url: URL) -> Iterator[Storage]:
+    storage = open_storage(mysql_database_url)
+    empty_tables(storage)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: pytest.TempPathFactory) -> URL:
+    return make_url(f"sqlite:///{tmp_path}/asynctask.db")  # type: ignore[operator]
+
+
+@pytest.fixture
+def sqlite_storage(sqlite_url: URL) -> Iterator[Storage]:
+    storage = open_storage(sqlite_url, upgrade=True)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+@pytest.fixture
+def memory_storage() -> Iterator[Storage]:
+    storage = open_storage("memory")
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mysql", id="mysql", marks=mysql_only),
+]
+SERVER_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mysql", id="mysql", marks=mysql_only),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest) -> Storage:
+    """The same test on every backend; a server starts only when its case is selected."""
+    return request.getfixturevalue(f"{request.param}_storage")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def persistent_storage(request: pytest.FixtureRequest) -> Storage:
+    """sqlite file and mysql: the backends several processes can share."""
+    return request.getfixturevalue(f"{request.param}_storage")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> URL:
+    """An empty, unmigrated database of each persistent kind."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")  # type: ignore[no-any-return]
+    return request.getfixturevalue("fresh_mysql_database")  # type: ignore[no-any-return]
