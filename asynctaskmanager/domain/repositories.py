@@ -6,6 +6,7 @@ surrounding transaction when called on a :class:`UnitOfWork`'s repositories.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,12 +42,6 @@ class TaskFilter:
     created_to: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    limit: int = 100
-    offset: int = 0
-
-
 class TaskRepository(Protocol):
     def create(self, task: Task) -> None: ...
     def create_many(self, tasks: Iterable[Task]) -> int: ...
@@ -75,7 +70,7 @@ class TaskConfigRepository(Protocol):
     def list(
         self, *, enabled: bool | None = ..., limit: int = ..., offset: int = ...
     ) -> list[TaskConfig]: ...
-    def list_enabled(self) -> list[TaskConfig]: ...
+    def list_enabled(self) -> builtins.list[TaskConfig]: ...
     def count(self, *, enabled: bool | None = ...) -> int: ...
 
 

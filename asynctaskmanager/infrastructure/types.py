@@ -39,7 +39,9 @@ class UTCDateTime(TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(
-                _SQLiteTimestamp(storage_format=_SQLITE_STORAGE, regexp=_SQLITE_REGEXP)
+                _SQLiteTimestamp(  # type: ignore[no-untyped-call]
+                    storage_format=_SQLITE_STORAGE, regexp=_SQLITE_REGEXP
+                )
             )
         return dialect.type_descriptor(TIMESTAMP())
 

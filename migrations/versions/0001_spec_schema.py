@@ -45,10 +45,28 @@ SPEC_INDEXES = [
     ("worker", "last_heartbeat"),
 ]
 
-SQLITE_UPDATED_AT_TRIGGER = """
+# MySQL's ON UPDATE fires only when the row really changes and updated_at was not set; the
+# trigger does the same, so a no-op UPDATE leaves updated_at alone on both.
+TASK_CONFIG_COLUMNS = (
+    "task_type",
+    "task_name",
+    "description",
+    "executor_type",
+    "executor_config",
+    "default_timeout",
+    "default_max_retry",
+    "retry_strategy",
+    "retry_delay",
+    "backoff_rate",
+    "max_concurrent",
+    "enabled",
+    "created_at",
+)
+_CHANGED = " OR ".join(f"NEW.{name} IS NOT OLD.{name}" for name in TASK_CONFIG_COLUMNS)
+SQLITE_UPDATED_AT_TRIGGER = f"""
 CREATE TRIGGER task_config_updated_at
 AFTER UPDATE ON task_config
-FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at
+FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at AND ({_CHANGED})
 BEGIN
     UPDATE task_config SET updated_at = CURRENT_TIMESTAMP WHERE task_type = NEW.task_type;
 END

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, select, update
@@ -80,7 +81,7 @@ class SqlTaskConfigRepository(SqlRepository):
         )
         return [row_to_config(row) for row in self._execute(query)]
 
-    def list_enabled(self) -> list[TaskConfig]:
+    def list_enabled(self) -> builtins.list[TaskConfig]:  # `list` is the method above
         query = select(c).where(*_enabled(True)).order_by(c.c.task_type)
         return [row_to_config(row) for row in self._execute(query)]
 

@@ -16,7 +16,7 @@ from asynctaskmanager.infrastructure.schema import worker_table as w
 
 
 def worker_to_row(worker: Worker) -> dict[str, Any]:
-    row = {
+    row: dict[str, Any] = {
         "worker_id": worker.worker_id,
         "worker_name": worker.worker_name,
         "address": worker.address,
