@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in (
         ("upgrade", "migrate the database to a revision (default: head)"),
         ("downgrade", "migrate the database down to a revision"),
+        ("stamp", "record a revision without running it (adopt a spec-DDL database: stamp 0001)"),
         ("current", "print the database's schema revision"),
     ):
         command = commands.add_parser(name, help=help_text)
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                 "revision", nargs="?", default="head" if name == "upgrade" else None
             )
     args = parser.parse_args(argv)
-    if args.command == "downgrade" and not args.revision:
-        parser.error("downgrade needs a revision, e.g. 'base'")
+    if args.command in ("downgrade", "stamp") and not args.revision:
+        parser.error(f"{args.command} needs a revision, e.g. 'base' or '0001'")
     try:
         engine, _profile = build_engine(resolve_url(args.url))
         try:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                 migrations.upgrade(engine, args.revision)
             elif args.command == "downgrade":
                 migrations.downgrade(engine, args.revision)
+            elif args.command == "stamp":
+                migrations.stamp(engine, args.revision)
             print(migrations.current_revision(engine) or "base")
         finally:
             engine.dispose()

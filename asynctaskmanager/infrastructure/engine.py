@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,7 +85,9 @@ class MySQLConfig:
         return {
             "pool_size": pool_size,
             "max_overflow": overflow,
-            "pool_recycle": int(life) if life > 0 else -1,
+            # pool_recycle counts whole seconds and 0 would replace a connection at every
+            # checkout; round a sub-second lifetime up to one second.
+            "pool_recycle": max(1, math.ceil(life)) if life > 0 else -1,
         }
 
 

@@ -42,6 +42,11 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
+def stamp(engine: Engine, revision: str) -> None:
+    with engine.begin() as connection:
+        command.stamp(alembic_config(connection), revision)
+
+
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
