@@ -7,6 +7,7 @@ the dialect name itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,14 @@ from asynctaskmanager.errors import (
     DuplicateError,
     StorageError,
     TransientStorageError,
+    ValidationError,
 )
 
 # Strict everywhere: a too-long value or a bad date is an error, never a silent truncation.
-MYSQL_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+MYSQL_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION"
+)
 # '+00:00', not 'UTC': the named zone needs the server's time-zone tables, often not loaded.
 MYSQL_INIT_COMMAND = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
 
@@ -39,6 +44,9 @@ _MYSQL_TRANSIENT = {
     4031,  # disconnected by the server for inactivity
     1053,  # server shutdown in progress
     1290,  # read-only (e.g. during a fail-over)
+    1317,  # query interrupted (KILL QUERY): the unit of work is rolled back and rerun
+    2002,  # can't connect through the socket (server restarting)
+    2003,  # can't connect over TCP (server restarting): nothing was sent, safe to rerun
 }
 _MYSQL_BAD_VALUE = {1048, 1264, 1292, 1366, 1406, 3140, 4025}
 
@@ -192,4 +200,25 @@ def translate(
         return TransientStorageError(f"transient database failure, safe to retry: {detail}")
     if kind.duplicate:
         return DuplicateError(entity, key)
+    if kind.bad_value:
+        return ValidationError(_refused_field(detail, entity), "refused by the database", detail)
     return StorageError(f"database error: {detail}")
+
+
+# Where the drivers name the column of a refused value: MySQL's "Column 'x' cannot be null",
+# "... for column 'x'", "... for column `db`.`t`.`x`", "CONSTRAINT `t.x` failed"; SQLite's
+# "NOT NULL constraint failed: t.x".
+_REFUSED_FIELD = (
+    re.compile(r"column '([^']+)'", re.IGNORECASE),
+    re.compile(r"column ((?:`[^`]+`\.?)+)", re.IGNORECASE),
+    re.compile(r"CONSTRAINT `([^`]+)` failed"),
+    re.compile(r"constraint failed: ([\w.]+)"),
+)
+
+
+def _refused_field(detail: str, entity: str) -> str:
+    for pattern in _REFUSED_FIELD:
+        match = pattern.search(detail)
+        if match:
+            return match.group(1).replace("`", "").rsplit(".", 1)[-1]
+    return entity
