@@ -38,7 +38,7 @@ from asynctaskmanager.errors import (
 )
 from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, MySQLConfig
 from asynctaskmanager.infrastructure.queue import QueueSettings, SweepReport, TaskQueue
-from asynctaskmanager.infrastructure.storage import Storage, open_storage
+from asynctaskmanager.infrastructure.storage import Storage, TransactionRetry, open_storage
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "TaskRequest",
     "TaskStatus",
     "TaskTypeDisabledError",
+    "TransactionRetry",
     "TransientStorageError",
     "UnitOfWork",
     "UnknownTaskTypeError",

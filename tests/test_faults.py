@@ -35,7 +35,7 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.domain.enums import LogType
-from asynctaskmanager.infrastructure.storage import RetryPolicy
+from asynctaskmanager.infrastructure.storage import TransactionRetry
 from tests.conftest import empty_tables
 from tests.faults import (
     Adversary,
@@ -51,7 +51,7 @@ from tests.faults import (
 pytestmark = pytest.mark.mysql
 
 
-class CountingRetry(RetryPolicy):
+class CountingRetry(TransactionRetry):
     """The library's policy with a counter, and short pauses so that the tests stay fast."""
 
     def __init__(self, attempts: int) -> None:

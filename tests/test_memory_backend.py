@@ -147,14 +147,21 @@ def test_two_memory_storages_are_independent() -> None:
         third.close()
 
 
-def test_nested_unit_of_work_raises_a_clear_error(memory_storage: Storage) -> None:
-    storage = memory_storage
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_nested_unit_of_work_raises_a_clear_error(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """SQLite has one writer: a nested unit in the same thread would wait for itself."""
+    storage: Storage = request.getfixturevalue(f"{backend}_storage")
     with storage.unit_of_work() as outer:
         outer.tasks.create(Task("t", task_id="outer"))
-        with pytest.raises(StorageError, match="does not nest"), storage.unit_of_work():
+        with (
+            pytest.raises(StorageError, match="cannot open inside another"),
+            storage.unit_of_work(),
+        ):
             pass
         # Auto-committing repository calls open a unit too: refused, not deadlocked.
-        with pytest.raises(StorageError, match="does not nest"):
+        with pytest.raises(StorageError, match="cannot open inside another"):
             storage.tasks.create(Task("t", task_id="inner"))
         # The outer unit is intact and still commits.
         assert outer.tasks.find("outer") is not None

@@ -6,12 +6,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import TaskPriority
 from asynctaskmanager.domain.ids import new_id
 from asynctaskmanager.errors import ValidationError
 
 _set = object.__setattr__
+
+# No delay can land inside TIMESTAMP's range if it is longer than the range itself.
+MAX_DELAY = limits.TIMESTAMP_MAX - limits.TIMESTAMP_MIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,9 @@ class TaskRequest:
             check.integer("max_retry", self.max_retry, 0)
         _set(self, "scheduled_at", check.optional_timestamp("scheduled_at", self.scheduled_at))
         if self.delay is not None:
-            if not isinstance(self.delay, timedelta) or self.delay < timedelta(0):
-                raise ValidationError("delay", "must be a timedelta of at least 0", self.delay)
+            if not isinstance(self.delay, timedelta) or not timedelta(0) <= self.delay <= MAX_DELAY:
+                raise ValidationError(
+                    "delay", f"must be a timedelta between 0 and {MAX_DELAY.days} days", self.delay
+                )
             if self.scheduled_at is not None:
                 raise ValidationError("delay", "give scheduled_at or delay, not both", self.delay)

@@ -66,6 +66,7 @@ class DialectProfile:
     classify: Callable[[DBAPIError], ErrorKind]
     index_names_are_per_table: bool
     keys_need_binary_collation: bool
+    single_writer: bool
     supports_skip_locked: Callable[[Dialect], bool]
 
 
@@ -114,6 +115,7 @@ MYSQL = DialectProfile(
     classify=_mysql_classify,
     index_names_are_per_table=True,
     keys_need_binary_collation=True,
+    single_writer=False,
     supports_skip_locked=_mysql_skip_locked,
 )
 
@@ -170,6 +172,7 @@ SQLITE = DialectProfile(
     classify=_sqlite_classify,
     index_names_are_per_table=False,
     keys_need_binary_collation=False,
+    single_writer=True,
     supports_skip_locked=lambda _dialect: False,
 )
 

@@ -20,12 +20,12 @@ from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.dialects import DialectProfile
 from asynctaskmanager.infrastructure.engine import MySQLConfig, build_engine, is_memory, resolve_url
 from asynctaskmanager.infrastructure.queue import QueueSettings, TaskQueue
-from asynctaskmanager.infrastructure.unit_of_work import SharedConnectionGuard, UnitOfWork
+from asynctaskmanager.infrastructure.unit_of_work import SingleWriterGuard, UnitOfWork
 
 T = TypeVar("T")
 
 
-class RetryPolicy:
+class TransactionRetry:
     """Deadlocks, lock-wait timeouts and dropped connections retried at the transaction edge.
 
     Full jitter on an exponential ceiling, so that colliding workers spread out.
@@ -56,12 +56,13 @@ class Storage:
         profile: DialectProfile,
         *,
         queue_settings: QueueSettings | None = None,
-        retry: RetryPolicy | None = None,
+        retry: TransactionRetry | None = None,
     ) -> None:
         self.engine = engine
         self.profile = profile
-        self.retry = retry or RetryPolicy()
-        self._guard = SharedConnectionGuard() if is_memory(engine.url) else None
+        self.retry = retry or TransactionRetry()
+        self._memory = is_memory(engine.url)
+        self._guard = SingleWriterGuard(serialise=self._memory) if profile.single_writer else None
         self.tasks = cast(TaskRepository, _AutoCommit(self, "tasks"))
         self.task_configs = cast(TaskConfigRepository, _AutoCommit(self, "task_configs"))
         self.task_logs = cast(TaskLogRepository, _AutoCommit(self, "task_logs"))
@@ -70,7 +71,7 @@ class Storage:
 
     @property
     def backend(self) -> str:
-        return "memory" if self._guard is not None else self.profile.name
+        return "memory" if self._memory else self.profile.name
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.profile, self._guard)
@@ -136,14 +137,14 @@ def open_storage(
     *,
     upgrade: bool = False,
     queue_settings: QueueSettings | None = None,
-    retry: RetryPolicy | None = None,
+    retry: TransactionRetry | None = None,
 ) -> Storage:
     """Open a storage from a URL, a :class:`MySQLConfig`, or ``"memory"``.
 
     With no target: ``ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``.
     The memory backend always starts from an empty, fully migrated schema. Other backends
-    are migrated with ``alembic upgrade head`` (or ``upgrade=True`` here); opening one whose
-    schema is behind raises :class:`StorageError` on the first use that needs it.
+    are migrated with ``alembic upgrade head``, ``asynctaskmanager upgrade``, or
+    ``upgrade=True`` here.
     """
     if isinstance(target, MySQLConfig):
         engine, profile = build_engine(target.url, **target.pool_options())

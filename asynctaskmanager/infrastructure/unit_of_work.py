@@ -8,6 +8,7 @@ from types import TracebackType
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from asynctaskmanager.errors import StorageError, TransientStorageError
@@ -20,30 +21,33 @@ from asynctaskmanager.infrastructure.repositories import (
 )
 
 
-class SharedConnectionGuard:
-    """Serialises the users of the in-memory database's single connection.
+class SingleWriterGuard:
+    """Refuses a second unit of work in the thread that has one open, and may serialise.
 
-    SQLite's one in-memory connection is not safe for concurrent writers (crashes and lost
-    rows were seen); holding this lock for a whole unit of work makes it safe.
+    SQLite has one writer at a time: a thread that opens a unit of work inside its own open
+    one would wait for itself until the busy timeout. On the in-memory database (one shared
+    connection, not safe for concurrent writers: crashes and lost rows were seen) the guard
+    also holds a lock for the whole unit of work.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, *, serialise: bool) -> None:
+        self._lock = threading.Lock() if serialise else None
         self._owner = threading.local()
 
     def __enter__(self) -> None:
         if getattr(self._owner, "held", False):
-            # A nested transaction on the one connection would see and roll back the outer
-            # one's work.
             raise StorageError(
-                "the memory backend does not nest units of work; use the open one's repositories"
+                "SQLite has one writer: a unit of work cannot open inside another in the same "
+                "thread; use the open one's repositories"
             )
-        self._lock.acquire()
+        if self._lock is not None:
+            self._lock.acquire()
         self._owner.held = True
 
     def __exit__(self, *exc_info: object) -> None:
         self._owner.held = False
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
 
 class UnitOfWork:
@@ -59,7 +63,7 @@ class UnitOfWork:
     workers: SqlWorkerRepository
 
     def __init__(
-        self, engine: Engine, profile: DialectProfile, guard: SharedConnectionGuard | None
+        self, engine: Engine, profile: DialectProfile, guard: SingleWriterGuard | None
     ) -> None:
         self._engine = engine
         self.profile = profile
@@ -125,3 +129,7 @@ class UnitOfWork:
             self._guard.__exit__(None, None, None)
         if isinstance(exc, DBAPIError):
             raise translate(exc, self.profile) from exc
+        if isinstance(exc, PoolTimeoutError):
+            raise TransientStorageError(
+                "no free database connection within the pool timeout (raise max_open?)"
+            ) from exc
