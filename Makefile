@@ -30,8 +30,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict examples
 
+# make bench BENCH_ARGS=--scale-1m adds the 1,000,000-task case (see bench/README.md).
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/pytest -q -m soak

@@ -37,6 +37,7 @@ from asynctaskmanager import (
     TaskTypeDisabledError,
     UnitOfWork,
     UnknownTaskTypeError,
+    ValidationError,
     Worker,
     WorkerStatus,
     can_transition,
@@ -632,6 +633,34 @@ def test_heartbeat_reports_held_tasks(storage: Storage, queue: TaskQueue) -> Non
     assert heartbeat is not None and heartbeat >= now_of(storage) - timedelta(seconds=1)
     with pytest.raises(NotFoundError):
         queue.heartbeat("ghost")
+
+
+def test_heartbeat_revives_an_offline_worker_but_not_a_draining_one(
+    storage: Storage, queue: TaskQueue
+) -> None:
+    register(queue)
+    set_worker(storage, "w1", status=WorkerStatus.OFFLINE.value)
+    queue.heartbeat("w1")
+    assert storage.workers.get("w1").status is WorkerStatus.ONLINE
+    set_worker(storage, "w1", status=WorkerStatus.DRAINING.value)
+    queue.heartbeat("w1")
+    assert storage.workers.get("w1").status is WorkerStatus.DRAINING
+
+
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("heartbeat_interval", {"heartbeat_interval": timedelta(0)}),
+        ("missed_heartbeats", {"missed_heartbeats": 0}),
+        ("max_retry_delay", {"max_retry_delay": -1}),
+        ("retry_jitter", {"retry_jitter": 1.5}),
+        ("timeout_grace", {"timeout_grace": 5}),
+    ],
+)
+def test_queue_settings_are_validated(field: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        QueueSettings(**options)
+    assert caught.value.field == field
 
 
 def test_deregister_requeues_what_the_worker_held(storage: Storage, queue: TaskQueue) -> None:

@@ -13,6 +13,9 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters per 10 bits: 13 lookups instead of 26 shifts (new_id runs twice per task).
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
 _RANDOM_MAX = (1 << 80) - 1
 _lock = threading.Lock()
 _last_ms = 0
@@ -34,8 +37,4 @@ def new_id() -> str:
             rand = int.from_bytes(os.urandom(10), "big") >> 1
         _last_ms, _last_random = now_ms, rand
     value = (now_ms << 80) | rand
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

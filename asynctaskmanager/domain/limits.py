@@ -1,4 +1,4 @@
-"""The limits that the schema imposes, in one place, so that every backend enforces the same ones."""
+"""The limits the schema imposes, in one place, so that every backend enforces the same ones."""
 
 from __future__ import annotations
 

@@ -115,11 +115,14 @@ def decimal(field: str, value: object, minimum: Decimal) -> Decimal:
 def enum_member(field: str, enum_type: type[E], value: object) -> E:
     if isinstance(value, enum_type):
         return value
-    try:
-        return enum_type(value)
-    except (ValueError, TypeError):
-        allowed = ", ".join(repr(m.value) for m in enum_type)
-        raise ValidationError(field, f"one of {allowed}", value) from None
+    # True, 1.0 and Decimal(1) equal a member's value; a bool or a float here is a bug.
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return enum_type(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(repr(m.value) for m in enum_type)
+    raise ValidationError(field, f"one of {allowed}", value)
 
 
 def optional_enum(field: str, enum_type: type[E], value: object) -> E | None:
@@ -137,18 +140,22 @@ def timestamp(field: str, value: object) -> datetime:
     offset = value.utcoffset()
     if offset is None:
         raise ValidationError(field, "must be timezone-aware", value)
-    utc = value.astimezone(_UTC) if offset else value
+    try:
+        utc = value.astimezone(_UTC) if offset else value
+    except OverflowError:  # e.g. datetime.min at +05:00 is before year 1 in UTC
+        raise _outside_timestamp(field, value) from None
     if utc.microsecond:
         utc = utc.replace(microsecond=0)
     if utc.tzinfo is not _UTC:
         utc = utc.replace(tzinfo=_UTC)
     if utc < limits.TIMESTAMP_MIN or utc > limits.TIMESTAMP_MAX:
-        raise ValidationError(
-            field,
-            f"must be between {limits.TIMESTAMP_MIN.isoformat()} and {limits.TIMESTAMP_MAX.isoformat()}",
-            value,
-        )
+        raise _outside_timestamp(field, value)
     return utc
+
+
+def _outside_timestamp(field: str, value: object) -> ValidationError:
+    low, high = limits.TIMESTAMP_MIN.isoformat(), limits.TIMESTAMP_MAX.isoformat()
+    return ValidationError(field, f"must be between {low} and {high}", value)
 
 
 def optional_timestamp(field: str, value: object) -> datetime | None:
@@ -156,6 +163,10 @@ def optional_timestamp(field: str, value: object) -> datetime | None:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_DEPTH_LIMIT = (
+    f"JSON nesting at most {limits.JSON_MAX_DEPTH} levels deep, counting the values "
+    "inside the innermost array or object"
+)
 
 
 def json_document(field: str, value: object) -> Any:
@@ -163,42 +174,53 @@ def json_document(field: str, value: object) -> Any:
 
     Python ``None`` means SQL NULL. Containers must be dicts with string keys and lists;
     tuples, sets, non-string keys, NaN and infinities are refused rather than silently changed.
+    Depth counts the values inside the innermost container as a level, as MariaDB does: its
+    ``json_valid`` refuses a 32nd nested array or object, so at most 31 containers nest.
     """
     if value is None:
         return None
+    # An upper bound of the encoded size, summed on the way: only a document that might be
+    # too large is encoded to measure it exactly (most are far below the limit).
+    bound = 0
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         kind = type(item)
         if kind is dict:
-            if depth > limits.JSON_MAX_DEPTH:
-                raise ValidationError(
-                    field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value
-                )
+            if depth >= limits.JSON_MAX_DEPTH:
+                raise ValidationError(field, _DEPTH_LIMIT, value)
+            bound += 2 + 2 * len(item)  # type: ignore[arg-type]  # braces, colons, commas
             for key, child in item.items():  # type: ignore[attr-defined]
                 if type(key) is not str:
                     raise ValidationError(field, "JSON object keys must be strings", value)
                 stack.append((key, depth))
                 stack.append((child, depth + 1))
         elif kind is list:
-            if depth > limits.JSON_MAX_DEPTH:
-                raise ValidationError(
-                    field, f"JSON nesting at most {limits.JSON_MAX_DEPTH} deep", value
-                )
+            if depth >= limits.JSON_MAX_DEPTH:
+                raise ValidationError(field, _DEPTH_LIMIT, value)
+            bound += 2 + len(item)  # type: ignore[arg-type]  # brackets and commas
             stack.extend((child, depth + 1) for child in item)  # type: ignore[attr-defined]
         elif kind is float:
             if not math.isfinite(item):  # type: ignore[arg-type]
                 raise ValidationError(field, "JSON numbers must be finite", value)
+            bound += 25  # repr of a float is at most 24 characters
         elif kind is str:
             if not item.isascii():  # type: ignore[attr-defined]
                 _encodable(field, item)  # type: ignore[arg-type]
+            # Quotes, and per character at most 6 bytes (a \uXXXX escape) or 4 (UTF-8).
+            bound += 2 + 6 * len(item)  # type: ignore[arg-type]
+        elif kind is int:
+            bound += 2 + item.bit_length() // 3  # type: ignore[attr-defined]  # sign, digits
         elif kind not in _SCALARS:
             raise ValidationError(
                 field, "JSON-serializable (dict, list, str, int, float, bool, None)", value
             )
-    size = len(dumps(value).encode("utf-8"))
-    if size > limits.JSON_MAX_BYTES:
-        raise ValidationError(field, f"JSON at most {limits.JSON_MAX_BYTES} bytes", value)
+        else:
+            bound += 5  # true, false, null
+    if bound > limits.JSON_MAX_BYTES:
+        size = len(dumps(value).encode("utf-8"))
+        if size > limits.JSON_MAX_BYTES:
+            raise ValidationError(field, f"JSON at most {limits.JSON_MAX_BYTES} bytes", value)
     return value
 
 

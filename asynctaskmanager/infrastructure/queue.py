@@ -5,8 +5,13 @@ lock-wait timeouts are retried with jitter. Time is always the database's clock:
 whose own clock is off can neither claim early nor rescue a live task.
 
 Locks are taken in one order everywhere, task rows before worker rows, except in a claim,
-which locks its own worker row first and then only pending rows that it skips if they are
-locked; task-config rows are locked last, in key order.
+which locks its own worker row, then the task-config rows of the types it may claim (in key
+order: this serialises the claimers of a type, so max_concurrent is exact), then only
+pending task rows, skipping those locked by others. Nothing else locks task-config rows, and
+with SKIP LOCKED a claim never waits on a task row, so the two orders cannot deadlock. In the
+plain FOR UPDATE fallback a claim may wait on a row that a sweep is requeueing while the
+sweep waits on that claim's worker row: the server breaks that rare deadlock and the loser
+is retried like any other.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
+from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
 from asynctaskmanager.domain.lifecycle import RetryPolicy, ensure_transition
@@ -27,6 +38,7 @@ from asynctaskmanager.domain.requests import TaskRequest
 from asynctaskmanager.errors import (
     IllegalTransitionError,
     NotFoundError,
+    StorageError,
     TaskTypeDisabledError,
     UnknownTaskTypeError,
     ValidationError,
@@ -50,6 +62,117 @@ def db_now() -> ColumnElement[datetime]:
     return func.current_timestamp(type_=UTCDateTime()).label("db_now")
 
 
+# The hot paths' statements (claim, complete), built once. Building a Core statement and
+# computing its cache key cost more CPU than running it on a local database; a prebuilt
+# statement only binds its parameters. (Parameter names must not be column names: in an
+# UPDATE those would become SET clauses.)
+# Each statement that takes a list has a one-value twin: an expanding IN costs more to bind
+# than the rest of the statement, and one type (one task) is the common case.
+_CONFIGS_AND_NOW = select(cfg, db_now()).where(
+    cfg.c.task_type.in_(bindparam("p_types", expanding=True))
+)
+_CONFIG_AND_NOW = select(cfg, db_now()).where(cfg.c.task_type == bindparam("p_type"))
+_LOCK_WORKER = (
+    select(w.c.status, w.c.capacity, w.c.current_load, w.c.supported_types)
+    .where(w.c.worker_id == bindparam("p_worker_id"))
+    .with_for_update()
+)
+_ENABLED_LIMITS = (
+    select(cfg.c.task_type, cfg.c.max_concurrent)
+    .where(cfg.c.enabled == True)  # noqa: E712
+    .order_by(cfg.c.task_type)
+    .with_for_update()
+)
+_SUPPORTED_LIMITS = _ENABLED_LIMITS.where(cfg.c.task_type.in_(bindparam("p_types", expanding=True)))
+_RUNNING_BY_TYPE = (
+    select(t.c.task_type, func.count())
+    .where(
+        t.c.status == TaskStatus.RUNNING.value,
+        t.c.task_type.in_(bindparam("p_types", expanding=True)),
+    )
+    .group_by(t.c.task_type)
+)
+_RUNNING_OF_TYPE = (
+    select(t.c.task_type, func.count())
+    .where(t.c.status == TaskStatus.RUNNING.value, t.c.task_type == bindparam("p_type"))
+    .group_by(t.c.task_type)
+)
+
+
+class _filter_only(FunctionElement[Any]):
+    """A column compared as a filter only: SQLite must not choose an index for it.
+
+    Rendered ``+column`` on SQLite (unary plus: a no-op that disqualifies the term from index
+    use), the plain column elsewhere. Without statistics, SQLite answers ``task_id IN (a, b)
+    AND status = 'pending'`` by scanning every pending row of ix_task_claim instead of two
+    primary-key lookups; a claim of 10 then costs more per task than 10 claims of 1.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_filter_only)
+def _filter_only_plain(element: _filter_only, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_filter_only, "sqlite")
+def _filter_only_sqlite(element: _filter_only, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
+
+
+_MARK_RUNNING = (
+    update(t)
+    .where(
+        t.c.task_id.in_(bindparam("p_task_ids", expanding=True)),
+        _filter_only(t.c.status) == TaskStatus.PENDING.value,
+    )
+    .values(
+        status=TaskStatus.RUNNING.value,
+        worker_id=bindparam("p_worker_id"),
+        started_at=bindparam("p_now", type_=UTCDateTime()),
+    )
+)
+_MARK_ONE_RUNNING = (
+    update(t)
+    .where(t.c.task_id == bindparam("p_task_id"), t.c.status == TaskStatus.PENDING.value)
+    .values(
+        status=TaskStatus.RUNNING.value,
+        worker_id=bindparam("p_worker_id"),
+        started_at=bindparam("p_now", type_=UTCDateTime()),
+    )
+)
+_ADD_LOAD = (
+    update(w)
+    .where(w.c.worker_id == bindparam("p_worker_id"))
+    .values(current_load=w.c.current_load + bindparam("p_count", type_=Integer()))
+)
+_RELEASE_SLOT = (
+    update(w)
+    .where(w.c.worker_id == bindparam("p_worker_id"), w.c.current_load > 0)
+    .values(current_load=w.c.current_load - 1)
+)
+# complete(): the guard of _same_attempt (for a task that has a worker), with the result.
+_COMPLETE = (
+    update(t)
+    .where(
+        t.c.task_id == bindparam("p_task_id"),
+        t.c.status == bindparam("p_status"),
+        t.c.worker_id == bindparam("p_worker_id"),
+        t.c.retry_count == bindparam("p_retry_count"),
+    )
+    .values(
+        status=TaskStatus.COMPLETED.value,
+        result=bindparam("p_result", type_=t.c.result.type),
+        completed_at=db_now(),
+    )
+)
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     """Timing rules of the queue.
@@ -65,6 +188,22 @@ class QueueSettings:
     max_retry_delay: int = 3600
     retry_jitter: float = 0.1
     timeout_grace: timedelta = timedelta(0)
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "timeout_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value < timedelta(0):
+                raise ValidationError(name, "must be a timedelta of at least 0", value)
+        if self.heartbeat_interval <= timedelta(0):
+            raise ValidationError("heartbeat_interval", "must be positive", self.heartbeat_interval)
+        check.integer("missed_heartbeats", self.missed_heartbeats, 1)
+        check.integer("max_retry_delay", self.max_retry_delay, 0)
+        if isinstance(self.retry_jitter, bool) or not isinstance(self.retry_jitter, (int, float)):
+            raise ValidationError(
+                "retry_jitter", "must be a number between 0 and 1", self.retry_jitter
+            )
+        if not 0 <= self.retry_jitter <= 1:
+            raise ValidationError("retry_jitter", "must be between 0 and 1", self.retry_jitter)
 
     @property
     def dead_after(self) -> timedelta:
@@ -95,6 +234,8 @@ class TaskQueue:
         Unconfigured types raise :class:`UnknownTaskTypeError` and disabled types
         :class:`TaskTypeDisabledError`: a task no worker could ever claim is refused up front.
         """
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Iterable):
+            raise ValidationError("requests", "must be an iterable of TaskRequest", requests)
         batch = list(requests)
         for index, request in enumerate(batch):
             if not isinstance(request, TaskRequest):
@@ -104,9 +245,10 @@ class TaskQueue:
 
         def work(uow: UnitOfWork) -> list[Task]:
             types = sorted({request.task_type for request in batch})
-            rows = uow.session.execute(
-                select(cfg, db_now()).where(cfg.c.task_type.in_(types))
-            ).all()
+            if len(types) == 1:
+                rows = uow.session.execute(_CONFIG_AND_NOW, {"p_type": types[0]}).all()
+            else:
+                rows = uow.session.execute(_CONFIGS_AND_NOW, {"p_types": types}).all()
             configs = {row.task_type: row_to_config(row) for row in rows}
             now = rows[0][-1] if rows else uow.session.execute(select(db_now())).scalar_one()
             tasks = [_new_task(request, configs, now) for request in batch]
@@ -134,39 +276,33 @@ class TaskQueue:
 
     def _claim(self, uow: UnitOfWork, worker_id: str, limit: int) -> list[Task]:
         session = uow.session
-        worker = session.execute(
-            select(w.c.status, w.c.capacity, w.c.current_load, w.c.supported_types, db_now())
-            .where(w.c.worker_id == worker_id)
-            .with_for_update()
-        ).first()
+        worker = session.execute(_LOCK_WORKER, {"p_worker_id": worker_id}).first()
         if worker is None:
             raise NotFoundError("worker", worker_id)
-        status, capacity, load, supported, now = worker
+        status, capacity, load, supported = worker
         wanted = min(limit, capacity - load)
         if status != WorkerStatus.ONLINE.value or wanted <= 0:
             return []
-
-        enabled = select(cfg.c.task_type).where(cfg.c.enabled == True)  # noqa: E712
-        if supported is not None:
-            enabled = enabled.where(cfg.c.task_type.in_(supported))
-        types = list(session.execute(enabled).scalars())
-        if not types:
+        room = _free_slots(session, supported)
+        if not room:
             return []
-
-        candidates = [
-            row_to_task(row)
-            for row in session.execute(self._claim_query(session, types, now, wanted))
-        ]
-        candidates = self._within_type_limits(uow, candidates)
+        skip_locked = self._storage.profile.supports_skip_locked(session.get_bind().dialect)
+        candidates, now = _pick(session, room, wanted, skip_locked)
         if not candidates:
             return []
+        assert now is not None
 
         ids = [task.task_id for task in candidates]
-        session.execute(
-            update(t)
-            .where(t.c.task_id.in_(ids), t.c.status == TaskStatus.PENDING.value)
-            .values(status=TaskStatus.RUNNING.value, worker_id=worker_id, started_at=now)
-        )
+        if len(ids) == 1:
+            mark = {"p_task_id": ids[0], "p_worker_id": worker_id, "p_now": now}
+            result = session.execute(_MARK_ONE_RUNNING, mark)
+        else:
+            mark = {"p_task_ids": ids, "p_worker_id": worker_id, "p_now": now}
+            result = session.execute(_MARK_RUNNING, mark)
+        if result.rowcount != len(ids):  # type: ignore[attr-defined]
+            # The rows are locked (or the database is, on SQLite): this cannot happen unless
+            # the locking is broken. Never hand out a task that someone else may hold.
+            raise StorageError(f"claim: {result.rowcount} of {len(ids)} locked rows updated")  # type: ignore[attr-defined]
         uow.task_logs.create_many(
             TaskLog(
                 task.task_id,
@@ -178,65 +314,11 @@ class TaskQueue:
             )
             for task in candidates
         )
-        session.execute(
-            update(w)
-            .where(w.c.worker_id == worker_id)
-            .values(current_load=w.c.current_load + len(candidates))
-        )
+        session.execute(_ADD_LOAD, {"p_worker_id": worker_id, "p_count": len(candidates)})
         return [
             replace(task, status=TaskStatus.RUNNING, worker_id=worker_id, started_at=now)
             for task in candidates
         ]
-
-    def _claim_query(
-        self, session: Any, types: Sequence[str], now: datetime, wanted: int
-    ) -> Select[Any]:
-        query = (
-            select(t)
-            .where(
-                t.c.status == TaskStatus.PENDING.value,
-                t.c.task_type.in_(types),
-                or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= now),
-            )
-            .order_by(t.c.priority.desc(), t.c.created_at, t.c.task_id)
-            .limit(wanted)
-        )
-        # SQLite ignores FOR UPDATE; there BEGIN IMMEDIATE already holds the write lock.
-        skip_locked = self._storage.profile.supports_skip_locked(session.get_bind().dialect)
-        return query.with_for_update(skip_locked=skip_locked)
-
-    def _within_type_limits(self, uow: UnitOfWork, candidates: list[Task]) -> list[Task]:
-        """Drop candidates that would take a type past its max_concurrent.
-
-        The config rows of the candidates' types are locked, in key order, so that two
-        claimers cannot both count the same free slot.
-        """
-        if not candidates:
-            return []
-        session = uow.session
-        types = sorted({task.task_type for task in candidates})
-        limits = dict(
-            session.execute(
-                select(cfg.c.task_type, cfg.c.max_concurrent)
-                .where(cfg.c.task_type.in_(types), cfg.c.enabled == True)  # noqa: E712
-                .order_by(cfg.c.task_type)
-                .with_for_update()
-            ).all()
-        )
-        running = dict(
-            session.execute(
-                select(t.c.task_type, func.count())
-                .where(t.c.status == TaskStatus.RUNNING.value, t.c.task_type.in_(types))
-                .group_by(t.c.task_type)
-            ).all()
-        )
-        free = {task_type: limits[task_type] - running.get(task_type, 0) for task_type in limits}
-        kept = []
-        for task in candidates:
-            if free.get(task.task_type, 0) > 0:
-                free[task.task_type] -= 1
-                kept.append(task)
-        return kept
 
     # --- guarded transitions ------------------------------------------------------------------
 
@@ -248,14 +330,20 @@ class TaskQueue:
         self._check_lease(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
 
+        assert task.worker_id is not None  # _check_lease
+        guard = {
+            "p_task_id": task.task_id,
+            "p_status": task.status.value,
+            "p_worker_id": task.worker_id,
+            "p_retry_count": task.retry_count,
+            "p_result": result,
+        }
+
         def work(uow: UnitOfWork) -> bool:
-            values = {
-                "status": TaskStatus.COMPLETED.value,
-                "result": result,
-                "completed_at": db_now(),
-            }
-            if not self._end_attempt(uow, task, values):
+            # _end_attempt's guarded update and slot release, with a prebuilt statement.
+            if uow.session.execute(_COMPLETE, guard).rowcount != 1:  # type: ignore[attr-defined]
                 return False
+            _release_slot(uow, guard["p_worker_id"])
             uow.task_logs.create(
                 TaskLog(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
             )
@@ -268,6 +356,7 @@ class TaskQueue:
         failed for good. Applies only while this worker still holds this attempt."""
         self._check_lease(task, TaskStatus.FAILED)
         check.long_text("error_message", error_message)
+        check.boolean("retry", retry)
 
         def work(uow: UnitOfWork) -> bool:
             config, now = self._config_and_now(uow, task.task_type)
@@ -296,7 +385,14 @@ class TaskQueue:
         check.long_text("reason", reason)
 
         def work(uow: UnitOfWork) -> bool:
-            task = uow.tasks.get(task_id)
+            # Locked, so that a claim or a completion cannot slip in between the check and
+            # the update (task row before worker row, as everywhere).
+            row = uow.session.execute(
+                select(t).where(t.c.task_id == task_id).with_for_update()
+            ).first()
+            if row is None:
+                raise NotFoundError("task", task_id)
+            task = row_to_task(row)
             ensure_transition(task_id, task.status, TaskStatus.CANCELLED)
             result = uow.session.execute(
                 update(t)
@@ -353,7 +449,15 @@ class TaskQueue:
             result = uow.session.execute(
                 update(w)
                 .where(w.c.worker_id == worker_id)
-                .values(last_heartbeat=db_now(), status=WorkerStatus.ONLINE.value)
+                # A worker marked offline for silence is alive after all; a draining one
+                # stays draining.
+                .values(
+                    last_heartbeat=db_now(),
+                    status=case(
+                        (w.c.status == WorkerStatus.OFFLINE.value, WorkerStatus.ONLINE.value),
+                        else_=w.c.status,
+                    ),
+                )
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise NotFoundError("worker", worker_id)
@@ -375,21 +479,27 @@ class TaskQueue:
     def sweep(self) -> SweepReport:
         """Take back the tasks of dead workers and the tasks running past their timeout.
 
-        Safe to run from several processes at once: each task is taken back by a guarded
-        update, in its own transaction, so at most one sweeper wins it.
+        A worker is dead when its last heartbeat is older than ``dead_after`` by the
+        database's clock. Its tasks are taken back only if it is still silent when each one
+        is taken: a worker whose heartbeat arrives meanwhile keeps them. Safe to run from
+        several processes at once: each task is taken back by a guarded update, in its own
+        transaction, so at most one sweeper wins it.
         """
         dead_after = self.settings.dead_after
         grace = self.settings.timeout_grace
 
-        def find(uow: UnitOfWork) -> tuple[list[str], list[Task]]:
+        def find(uow: UnitOfWork) -> tuple[list[str], list[tuple[Task, bool, bool]]]:
             now = uow.session.execute(select(db_now())).scalar_one()
-            dead = list(
+            # Silent workers, offline ones included: an earlier sweep may have marked one
+            # offline and stopped before taking back its tasks.
+            holders = select(t.c.worker_id).where(t.c.status == TaskStatus.RUNNING.value)
+            silent = dict(
                 uow.session.execute(
-                    select(w.c.worker_id).where(
+                    select(w.c.worker_id, w.c.status).where(
                         w.c.last_heartbeat < now - dead_after,
-                        w.c.status != WorkerStatus.OFFLINE.value,
+                        or_(w.c.status != WorkerStatus.OFFLINE.value, w.c.worker_id.in_(holders)),
                     )
-                ).scalars()
+                ).all()
             )
             running = [
                 row_to_task(row)
@@ -397,30 +507,45 @@ class TaskQueue:
                     select(t).where(t.c.status == TaskStatus.RUNNING.value)
                 )
             ]
-            overdue = [
-                task
-                for task in running
-                if task.worker_id in dead
-                or (
+            overdue = []
+            for task in running:
+                lost = task.worker_id in silent
+                timed_out = (
                     task.started_at is not None
                     and task.started_at + timedelta(seconds=task.timeout) + grace < now
                 )
-            ]
+                if lost or timed_out:
+                    overdue.append((task, lost, timed_out))
+            dead = sorted(
+                worker_id
+                for worker_id, status in silent.items()
+                if status != WorkerStatus.OFFLINE.value
+            )
             return dead, overdue
 
         dead, overdue = self._storage.run(find)
         offline = [
             worker_id
             for worker_id in dead
-            if self._storage.run(lambda uow, wid=worker_id: _mark_dead(uow, wid, dead_after))
+            if self._storage.run(partial(_mark_dead, worker_id=worker_id, dead_after=dead_after))
         ]
         requeued: list[str] = []
         failed: list[str] = []
-        for task in overdue:
-            reason = "worker lost" if task.worker_id in dead else f"timed out after {task.timeout}s"
-            outcome = self._storage.run(
-                lambda uow, task=task, reason=reason: self._rescue(uow, task, reason)
-            )
+        for task, lost, timed_out in overdue:
+            outcome: TaskStatus | None = None
+            alive = False
+            if lost:
+                try:
+                    outcome = self._storage.run(
+                        partial(
+                            self._rescue, task=task, reason="worker lost", silent_for=dead_after
+                        )
+                    )
+                except _WorkerAlive:
+                    alive = True
+            if timed_out and (alive or not lost):
+                reason = f"timed out after {task.timeout}s"
+                outcome = self._storage.run(partial(self._rescue, task=task, reason=reason))
             if outcome is TaskStatus.PENDING:
                 requeued.append(task.task_id)
             elif outcome is TaskStatus.FAILED:
@@ -441,10 +566,18 @@ class TaskQueue:
             ]
         )
         for task in held:
-            self._storage.run(lambda uow, task=task: self._rescue(uow, task, reason))
+            self._storage.run(partial(self._rescue, task=task, reason=reason))
 
-    def _rescue(self, uow: UnitOfWork, task: Task, reason: str) -> TaskStatus | None:
-        """Take one attempt back from its worker: requeue it as a retry, or fail it."""
+    def _rescue(
+        self, uow: UnitOfWork, task: Task, reason: str, silent_for: timedelta | None = None
+    ) -> TaskStatus | None:
+        """Take one attempt back from its worker: requeue it as a retry, or fail it.
+
+        With ``silent_for``, only if the worker's last heartbeat is still older than that by
+        the database's clock; else :class:`_WorkerAlive` rolls the transaction back. The check
+        locks the worker row after the task row, so a heartbeat either comes first (and the
+        task stays) or waits and then no longer lists the task.
+        """
         config, now = self._config_and_now(uow, task.task_type)
         retry_at = self._retry_at(task, config, now)
         if retry_at is None:
@@ -457,6 +590,14 @@ class TaskQueue:
             values = _requeue_values(task, reason, retry_at)
         if not self._end_attempt(uow, task, values):
             return None
+        if silent_for is not None and task.worker_id is not None:
+            still_silent = uow.session.execute(
+                update(w)
+                .where(w.c.worker_id == task.worker_id, w.c.last_heartbeat < now - silent_for)
+                .values(status=WorkerStatus.OFFLINE.value)
+            )
+            if still_silent.rowcount != 1:  # type: ignore[attr-defined]
+                raise _WorkerAlive(task.worker_id)
         uow.task_logs.create(_attempt_log(task, retry_at, reason, LogType.RESCUED))
         return TaskStatus.FAILED if retry_at is None else TaskStatus.PENDING
 
@@ -499,6 +640,109 @@ class TaskQueue:
             raise IllegalTransitionError(task.task_id, task.status.value, to_status.value)
 
 
+def claim_statement(types: Sequence[str], limit: int, *, skip_locked: bool) -> Select[Any]:
+    """The claim's SELECT: runnable tasks of ``types`` in claim order, locked, with the
+    database's clock as a last column (``db_now``).
+
+    Due-ness is judged in SQL against the database's clock, read by this statement, after
+    the worker and task-config locks are held (a clock read before a long lock wait would
+    start the attempt in the past and time it out early).
+
+    Served by ``ix_task_claim`` (status, priority DESC, created_at, task_id) without a
+    filesort. ``skip_locked`` where the server has it; else a plain FOR UPDATE, which is
+    still correct: claimers of the same types are serialised by the task-config row locks
+    taken before it. SQLite ignores FOR UPDATE: there BEGIN IMMEDIATE already holds the
+    write lock.
+    """
+    return (
+        select(t, db_now())
+        .where(
+            t.c.status == TaskStatus.PENDING.value,
+            # One type is the common case; = binds cheaper than an expanding IN.
+            t.c.task_type == types[0] if len(types) == 1 else t.c.task_type.in_(list(types)),
+            or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= func.current_timestamp()),
+        )
+        .order_by(t.c.priority.desc(), t.c.created_at, t.c.task_id)
+        .limit(limit)
+        .with_for_update(skip_locked=skip_locked)
+    )
+
+
+@lru_cache(maxsize=512)
+def _claim_statement(types: tuple[str, ...], limit: int, skip_locked: bool) -> Select[Any]:
+    """:func:`claim_statement`, built once per (types, limit, skip_locked)."""
+    return claim_statement(types, limit, skip_locked=skip_locked)
+
+
+def _free_slots(session: Session, supported: list[str] | None) -> dict[str, int]:
+    """Free running slots of each enabled type the worker supports, with their rows locked.
+
+    The task-config rows are locked in key order, so two claimers never count the same free
+    slot and never deadlock on each other. Only claims lock them.
+    """
+    if supported is not None and not supported:
+        return {}
+    if supported is None:
+        rows = session.execute(_ENABLED_LIMITS)
+    else:
+        rows = session.execute(_SUPPORTED_LIMITS, {"p_types": list(supported)})
+    max_running: dict[str, int] = {task_type: n for task_type, n in rows}
+    if not max_running:
+        return {}
+    if len(max_running) == 1:
+        [only] = max_running
+        counted = session.execute(_RUNNING_OF_TYPE, {"p_type": only})
+    else:
+        counted = session.execute(_RUNNING_BY_TYPE, {"p_types": list(max_running)})
+    running: dict[str, int] = dict(counted.all())
+    free = {task_type: n - running.get(task_type, 0) for task_type, n in max_running.items()}
+    return {task_type: n for task_type, n in free.items() if n > 0}
+
+
+def _pick(
+    session: Session, room: dict[str, int], wanted: int, skip_locked: bool
+) -> tuple[list[Task], datetime | None]:
+    """The first ``wanted`` runnable tasks in claim order, within each type's free slots,
+    and the database's clock.
+
+    A type that fills up is dropped from the query and the query runs again, so the pending
+    tasks of a full type never hide the runnable tasks of other types behind them. Each
+    round drops at least one type.
+    """
+    room = dict(room)
+    chosen: list[Task] = []
+    now: datetime | None = None
+    while room and len(chosen) < wanted:
+        query = _claim_statement(tuple(sorted(room)), wanted - len(chosen), skip_locked)
+        batch = []
+        for row in session.execute(query):
+            values = dict(row._mapping)
+            now = values.pop("db_now")
+            batch.append(Task(**values))
+        slots = dict(room)
+        taken: list[Task] = []
+        full: set[str] = set()
+        for task in batch:
+            if slots[task.task_type] > 0:
+                slots[task.task_type] -= 1
+                taken.append(task)
+            else:
+                full.add(task.task_type)
+        if not full:
+            chosen.extend(taken)
+            break
+        # A full type's share is final; the other types' rows are read again next round.
+        chosen.extend(task for task in taken if task.task_type in full)
+        for task_type in full:
+            del room[task_type]
+    chosen.sort(key=lambda task: (-int(task.priority), task.created_at, task.task_id))
+    return chosen, now
+
+
+class _WorkerAlive(Exception):
+    """A worker thought dead sent a heartbeat before its task was taken back."""
+
+
 def _new_task(request: TaskRequest, configs: dict[str, TaskConfig], now: datetime) -> Task:
     config = configs.get(request.task_type)
     if config is None:
@@ -508,6 +752,10 @@ def _new_task(request: TaskRequest, configs: dict[str, TaskConfig], now: datetim
     scheduled_at = request.scheduled_at
     if request.delay is not None:
         scheduled_at = now + request.delay
+        if scheduled_at > limits.TIMESTAMP_MAX:
+            raise ValidationError(
+                "delay", f"must end by {limits.TIMESTAMP_MAX.isoformat()}", request.delay
+            )
     return Task(
         request.task_type,
         request.payload,
@@ -571,11 +819,7 @@ def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: L
 
 
 def _release_slot(uow: UnitOfWork, worker_id: str) -> None:
-    uow.session.execute(
-        update(w)
-        .where(w.c.worker_id == worker_id, w.c.current_load > 0)
-        .values(current_load=w.c.current_load - 1)
-    )
+    uow.session.execute(_RELEASE_SLOT, {"p_worker_id": worker_id})
 
 
 def _set_worker_status(uow: UnitOfWork, worker_id: str, status: WorkerStatus) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Executable, Result
 from sqlalchemy.exc import DBAPIError
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.errors import NotFoundError
+from asynctaskmanager.errors import NotFoundError, ValidationError
 from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
 
 
@@ -33,6 +33,16 @@ class SqlRepository:
         # rowcount counts matched rows on MySQL (the engine sets FOUND_ROWS) and on SQLite.
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFoundError(self.entity, key)
+
+
+E = TypeVar("E")
+
+
+def entity(field: str, value: object, kind: type[E]) -> E:
+    """The repositories take the domain's entities, built (and so validated) by the caller."""
+    if not isinstance(value, kind):
+        raise ValidationError(field, f"must be a {kind.__name__}", value)
+    return value
 
 
 def page(limit: object, offset: object) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.models import TaskConfig
 from asynctaskmanager.errors import NotFoundError
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, page
+from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_config_table as c
 
 
@@ -45,6 +45,7 @@ class SqlTaskConfigRepository(SqlRepository):
     entity = "task_config"
 
     def create(self, config: TaskConfig) -> None:
+        entity("config", config, TaskConfig)
         self._execute(insert(c), config_to_row(config), key=config.task_type)
 
     def find(self, task_type: str) -> TaskConfig | None:
@@ -59,6 +60,7 @@ class SqlTaskConfigRepository(SqlRepository):
         return config
 
     def update(self, config: TaskConfig) -> None:
+        entity("config", config, TaskConfig)
         """Writes every field; updated_at is set by the database (ON UPDATE, or a trigger)."""
         row = config_to_row(config)
         del row["task_type"]

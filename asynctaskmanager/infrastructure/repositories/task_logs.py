@@ -10,8 +10,13 @@ from sqlalchemy import delete, func, insert, select, update
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.models import TaskLog
 from asynctaskmanager.errors import NotFoundError
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, page
+from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
+
+_INSERT = insert(lg)  # built once: every transition writes a log row
+# Rows go to the driver in batches: a bulk enqueue of 100,000 tasks must not hold 100,000
+# log rows (and SQLAlchemy's processed copy of them) in memory at once.
+INSERT_BATCH = 1000
 
 
 def log_to_row(log: TaskLog) -> dict[str, Any]:
@@ -37,13 +42,22 @@ class SqlTaskLogRepository(SqlRepository):
     entity = "task_log"
 
     def create(self, log: TaskLog) -> None:
-        self._execute(insert(lg), log_to_row(log), key=log.log_id)
+        entity("log", log, TaskLog)
+        self._execute(_INSERT, log_to_row(log), key=log.log_id)
 
     def create_many(self, logs: Iterable[TaskLog]) -> int:
-        rows = [log_to_row(log) for log in logs]
+        total = 0
+        rows: list[dict[str, Any]] = []
+        for log in logs:
+            rows.append(log_to_row(log))
+            if len(rows) >= INSERT_BATCH:
+                self._execute(_INSERT, rows)
+                total += len(rows)
+                rows = []
         if rows:
-            self._execute(insert(lg), rows)
-        return len(rows)
+            self._execute(_INSERT, rows)
+            total += len(rows)
+        return total
 
     def find(self, log_id: str) -> TaskLog | None:
         check.identifier("log_id", log_id)
@@ -57,6 +71,7 @@ class SqlTaskLogRepository(SqlRepository):
         return log
 
     def update(self, log: TaskLog) -> None:
+        entity("log", log, TaskLog)
         row = log_to_row(log)
         del row["log_id"]
         row.pop("created_at", None)

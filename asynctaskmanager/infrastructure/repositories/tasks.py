@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import TaskStatus
 from asynctaskmanager.domain.models import Task
 from asynctaskmanager.domain.repositories import TaskFilter, TaskOrder
 from asynctaskmanager.errors import NotFoundError, ValidationError
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, page
+from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_table as t
 
 INSERT_BATCH = 1000
+ALL_TASKS = TaskFilter()
 
 _ORDER_COLUMNS = {order: t.c[order.value] for order in TaskOrder}
+# Built once: building a statement and its cache key costs more than a primary-key lookup.
+_INSERT = insert(t)
+_FIND = select(t).where(t.c.task_id == bindparam("p_task_id"))
 
 
 def task_to_row(task: Task) -> dict[str, Any]:
@@ -50,15 +54,16 @@ class SqlTaskRepository(SqlRepository):
     entity = "task"
 
     def create(self, task: Task) -> None:
-        self._execute(insert(t), task_to_row(task), key=task.task_id)
+        entity("task", task, Task)
+        self._execute(_INSERT, task_to_row(task), key=task.task_id)
 
     def create_many(self, tasks: Iterable[Task]) -> int:
         """Insert in batches of executemany; returns how many were inserted."""
         total = 0
         batch: list[dict[str, Any]] = []
         with_created: list[dict[str, Any]] = []
-        for task in tasks:
-            row = task_to_row(task)
+        for index, task in enumerate(tasks):
+            row = task_to_row(entity(f"tasks[{index}]", task, Task))
             # executemany needs one column set per statement.
             (with_created if "created_at" in row else batch).append(row)
             if len(batch) >= INSERT_BATCH:
@@ -71,12 +76,12 @@ class SqlTaskRepository(SqlRepository):
 
     def _insert_batch(self, rows: list[dict[str, Any]]) -> int:
         if rows:
-            self._execute(insert(t), rows)
+            self._execute(_INSERT, rows)
         return len(rows)
 
     def find(self, task_id: str) -> Task | None:
         check.identifier("task_id", task_id)
-        row = self._execute(select(t).where(t.c.task_id == task_id)).first()
+        row = self._execute(_FIND, {"p_task_id": task_id}).first()
         return None if row is None else row_to_task(row)
 
     def get(self, task_id: str) -> Task:
@@ -86,6 +91,7 @@ class SqlTaskRepository(SqlRepository):
         return task
 
     def update(self, task: Task) -> None:
+        entity("task", task, Task)
         row = task_to_row(task)
         del row["task_id"]
         row.pop("created_at", None)  # the creation instant never changes
@@ -100,7 +106,7 @@ class SqlTaskRepository(SqlRepository):
 
     def list(
         self,
-        where: TaskFilter = TaskFilter(),
+        where: TaskFilter = ALL_TASKS,
         *,
         limit: int = 100,
         offset: int = 0,
@@ -122,7 +128,7 @@ class SqlTaskRepository(SqlRepository):
         )
         return [row_to_task(row) for row in self._execute(query)]
 
-    def count(self, where: TaskFilter = TaskFilter()) -> int:
+    def count(self, where: TaskFilter = ALL_TASKS) -> int:
         query = select(func.count()).select_from(t).where(*_conditions(where))
         return int(self._execute(query).scalar_one())
 

@@ -11,7 +11,7 @@ from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import WorkerStatus
 from asynctaskmanager.domain.models import Worker
 from asynctaskmanager.errors import NotFoundError
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, page
+from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import worker_table as w
 
 
@@ -38,6 +38,7 @@ class SqlWorkerRepository(SqlRepository):
     entity = "worker"
 
     def create(self, worker: Worker) -> None:
+        entity("worker", worker, Worker)
         self._execute(insert(w), worker_to_row(worker), key=worker.worker_id)
 
     def find(self, worker_id: str) -> Worker | None:
@@ -52,6 +53,7 @@ class SqlWorkerRepository(SqlRepository):
         return worker
 
     def update(self, worker: Worker) -> None:
+        entity("worker", worker, Worker)
         row = worker_to_row(worker)
         del row["worker_id"]
         self._require_one(
