@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import URL, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from asynctaskmanager import Storage, open_storage
 from asynctaskmanager.infrastructure.engine import resolve_url
@@ -54,37 +56,34 @@ def mysql_server_url() -> Iterator[URL]:
         yield resolve_url(container.get_connection_url())
 
 
-@pytest.fixture(scope="session")
-def mysql_database_url(mysql_server_url: URL) -> Iterator[URL]:
-    """A fresh database for this test session, migrated to head, dropped at the end."""
+@contextmanager
+def scratch_database(server_url: URL) -> Iterator[URL]:
+    """An empty database of its own on the server, dropped afterwards."""
     name = f"atm_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(mysql_server_url)
+    admin = create_engine(server_url, poolclass=NullPool)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    url = mysql_server_url.set(database=name)
-    storage = open_storage(url, upgrade=True)
-    storage.close()
     try:
-        yield url
+        yield server_url.set(database=name)
     finally:
         with admin.begin() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_database_url(mysql_server_url: URL) -> Iterator[URL]:
+    """A fresh database for this test session, migrated to head, dropped at the end."""
+    with scratch_database(mysql_server_url) as url:
+        open_storage(url, upgrade=True).close()
+        yield url
 
 
 @pytest.fixture
 def fresh_mysql_database(mysql_server_url: URL) -> Iterator[URL]:
     """An empty database of its own, for tests that migrate or break the schema."""
-    name = f"atm_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(mysql_server_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    try:
-        yield mysql_server_url.set(database=name)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    with scratch_database(mysql_server_url) as url:
+        yield url
 
 
 def empty_tables(storage: Storage) -> None:

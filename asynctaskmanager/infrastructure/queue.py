@@ -361,14 +361,7 @@ class TaskQueue:
         def work(uow: UnitOfWork) -> bool:
             config, now = self._config_and_now(uow, task.task_type)
             retry_at = self._retry_at(task, config, now) if retry else None
-            if retry_at is None:
-                values: dict[str, Any] = {
-                    "status": TaskStatus.FAILED.value,
-                    "error_message": error_message,
-                    "completed_at": now,
-                }
-            else:
-                values = _requeue_values(task, error_message, retry_at)
+            values = _attempt_end_values(task, error_message, retry_at, now)
             if not self._end_attempt(uow, task, values):
                 return False
             uow.task_logs.create(_attempt_log(task, retry_at, error_message, LogType.FAILED))
@@ -580,14 +573,7 @@ class TaskQueue:
         """
         config, now = self._config_and_now(uow, task.task_type)
         retry_at = self._retry_at(task, config, now)
-        if retry_at is None:
-            values: dict[str, Any] = {
-                "status": TaskStatus.FAILED.value,
-                "error_message": reason,
-                "completed_at": now,
-            }
-        else:
-            values = _requeue_values(task, reason, retry_at)
+        values = _attempt_end_values(task, reason, retry_at, now)
         if not self._end_attempt(uow, task, values):
             return None
         if silent_for is not None and task.worker_id is not None:
@@ -783,7 +769,12 @@ def _same_attempt(task: Task) -> ColumnElement[bool]:
     )
 
 
-def _requeue_values(task: Task, reason: str, retry_at: datetime) -> dict[str, Any]:
+def _attempt_end_values(
+    task: Task, reason: str, retry_at: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """A failed or taken-back attempt: requeued for ``retry_at``, or failed when None."""
+    if retry_at is None:
+        return {"status": TaskStatus.FAILED.value, "error_message": reason, "completed_at": now}
     return {
         "status": TaskStatus.PENDING.value,
         "retry_count": task.retry_count + 1,
