@@ -92,24 +92,24 @@ class Ours:
     def ids(self, limit: int) -> list[str]:
         with self.storage.unit_of_work() as uow:
             return list(
-                uow.session.execute(text(f"SELECT task_id FROM task LIMIT {limit}")).scalars()
+                uow.connection.execute(text(f"SELECT task_id FROM task LIMIT {limit}")).scalars()
             )
 
     def release_running(self, to_status: str = "completed") -> None:
         """Untimed: finish (or re-queue) every running task and zero the workers' loads."""
         with self.storage.unit_of_work() as uow:
             if to_status == "pending":
-                uow.session.execute(
+                uow.connection.execute(
                     text(
                         "UPDATE task SET status = 'pending', worker_id = NULL, started_at = NULL"
                         " WHERE status = 'running'"
                     )
                 )
             else:
-                uow.session.execute(
+                uow.connection.execute(
                     text("UPDATE task SET status = 'completed' WHERE status = 'running'")
                 )
-            uow.session.execute(text("UPDATE worker SET current_load = 0"))
+            uow.connection.execute(text("UPDATE worker SET current_load = 0"))
             uow.commit()
 
     def close(self) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import URL, Connection, Engine, create_engine, event, select, text
-from sqlalchemy.orm import Session
 
 from asynctaskmanager import (
     IllegalTransitionError,
@@ -59,7 +58,9 @@ def snapshot(storage: Storage) -> dict[str, list[tuple[Any, ...]]]:
         rows: dict[str, list[tuple[Any, ...]]] = {}
         for table in TABLES:
             key = next(iter(table.primary_key.columns))
-            rows[table.name] = [tuple(r) for r in uow.session.execute(select(table).order_by(key))]
+            rows[table.name] = [
+                tuple(r) for r in uow.connection.execute(select(table).order_by(key))
+            ]
         return rows
 
     return storage.run(read)
@@ -80,7 +81,7 @@ def consistency_violations(storage: Storage) -> list[str]:
     """
 
     def read(uow: Any) -> tuple[list[Any], list[Any], list[Any]]:
-        s = uow.session
+        s = uow.connection
         tasks = s.execute(
             select(
                 task_t.c.task_id,
@@ -166,7 +167,7 @@ def consistency_violations(storage: Storage) -> list[str]:
 
 def status_counts(storage: Storage) -> Counter[str]:
     rows = storage.run(
-        lambda uow: uow.session.execute(select(task_t.c.status, task_t.c.task_id)).all()
+        lambda uow: uow.connection.execute(select(task_t.c.status, task_t.c.task_id)).all()
     )
     return Counter(row.status for row in rows)
 
@@ -478,7 +479,8 @@ def _arm_self_kill(storage: Storage, kill_at: int, records: Records, current: li
     event.listen(storage.engine, "before_cursor_execute", before)
     event.listen(storage.engine, "after_cursor_execute", after)
     event.listen(storage.engine, "commit", lambda _conn: tick("commit"))
-    event.listen(Session, "after_commit", lambda _session: tick("after-commit"))
+    # The connection goes back to the pool once its transaction has committed.
+    event.listen(storage.engine.pool, "checkin", lambda *_args: tick("after-commit"))
 
 
 def crash_worker(

@@ -199,7 +199,9 @@ def check_outcome(
         uow: Any,
     ) -> tuple[Counter[str], dict[str, tuple[int, ...]], dict[str, int]]:
         statuses = Counter(
-            dict(uow.session.execute(select(t.c.status, func.count()).group_by(t.c.status)).all())
+            dict(
+                uow.connection.execute(select(t.c.status, func.count()).group_by(t.c.status)).all()
+            )
         )
         per_task: dict[str, tuple[int, ...]] = {}
         for log_type in (LogType.CLAIMED, LogType.COMPLETED):
@@ -209,11 +211,11 @@ def check_outcome(
                 .group_by(lg.c.task_id)
                 .subquery()
             )
-            row = uow.session.execute(
+            row = uow.connection.execute(
                 select(func.count(), func.min(per_log.c.n), func.max(per_log.c.n))
             ).one()
             per_task[log_type.value] = tuple(int(n) for n in row)
-        loads = dict(uow.session.execute(select(w.c.worker_id, w.c.current_load)).all())
+        loads = dict(uow.connection.execute(select(w.c.worker_id, w.c.current_load)).all())
         return statuses, per_task, loads
 
     statuses, per_task, loads = storage.run(outcome)
@@ -310,7 +312,7 @@ def test_memory_threads_complete_every_task_once(memory_storage: Storage) -> Non
     reports: list[WorkerReport] = []
 
     def execute(statement: Any) -> list[Any]:
-        return memory_storage.run(lambda uow: list(uow.session.execute(statement).all()))
+        return memory_storage.run(lambda uow: list(uow.connection.execute(statement).all()))
 
     def worker(i: int) -> None:
         reports.append(work_loop(memory_storage, f"t{i}", capacity=capacity, start=start))
@@ -489,12 +491,18 @@ def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
 
     def age(uow: Any) -> None:
         ids = list(
-            uow.session.execute(select(t.c.task_id).order_by(t.c.task_id).limit(1000)).scalars()
+            uow.connection.execute(select(t.c.task_id).order_by(t.c.task_id).limit(1000)).scalars()
         )
-        uow.session.execute(update(t).where(t.c.task_id.in_(ids[:700])).values(status="completed"))
-        uow.session.execute(update(t).where(t.c.task_id.in_(ids[700:800])).values(status="running"))
-        future = uow.session.execute(select(db_now())).scalar_one() + timedelta(hours=1)
-        uow.session.execute(update(t).where(t.c.task_id.in_(ids[800:])).values(scheduled_at=future))
+        uow.connection.execute(
+            update(t).where(t.c.task_id.in_(ids[:700])).values(status="completed")
+        )
+        uow.connection.execute(
+            update(t).where(t.c.task_id.in_(ids[700:800])).values(status="running")
+        )
+        future = uow.connection.execute(select(db_now())).scalar_one() + timedelta(hours=1)
+        uow.connection.execute(
+            update(t).where(t.c.task_id.in_(ids[800:])).values(scheduled_at=future)
+        )
 
     mysql_storage.run(age)
     with mysql_storage.engine.connect() as connection:
@@ -502,7 +510,7 @@ def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
 
     statement = claim_statement([LIMITED, OPEN], 10, skip_locked=True)
     rows = mysql_storage.run(
-        lambda uow: [dict(row._mapping) for row in uow.session.execute(Explain(statement))]
+        lambda uow: [dict(row._mapping) for row in uow.connection.execute(Explain(statement))]
     )
     sql = " ".join(str(statement.compile(mysql_storage.engine)).split())
     print(f"\n[claim query] {sql}")

@@ -209,7 +209,7 @@ def test_sigkilled_workers_lose_nothing_and_double_nothing(
         ]
         completions: dict[str, int] = storage.run(
             lambda uow: dict(
-                uow.session.execute(
+                uow.connection.execute(
                     select(task_log_table.c.task_id, func.count())
                     .where(task_log_table.c.to_status == TaskStatus.COMPLETED.value)
                     .group_by(task_log_table.c.task_id)
@@ -218,7 +218,7 @@ def test_sigkilled_workers_lose_nothing_and_double_nothing(
         )
         completed_ids = set(
             storage.run(
-                lambda uow: uow.session.execute(
+                lambda uow: uow.connection.execute(
                     select(task_table.c.task_id).where(
                         task_table.c.status == TaskStatus.COMPLETED.value
                     )

@@ -128,7 +128,7 @@ def test_kill_between_statements_is_retried_and_applied_once(
     connections: list[int] = []
 
     def work(uow: Any) -> None:
-        connections.append(uow.session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+        connections.append(uow.connection.execute(text("SELECT CONNECTION_ID()")).scalar_one())
         uow.tasks.create(Task("t", task_id="k1"))
         if len(connections) == 1:
             assert killer.kill(connections[0])
@@ -150,10 +150,10 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 
     def work(uow: Any) -> None:
         attempts.append(1)
-        connection_id = uow.session.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+        connection_id = uow.connection.execute(text("SELECT CONNECTION_ID()")).scalar_one()
         uow.tasks.create(Task("t", task_id=f"x{len(attempts)}"))
         killer.kill(connection_id)
-        uow.session.execute(text("SELECT 1"))
+        uow.connection.execute(text("SELECT 1"))
 
     before = snapshot(faulty)
     with pytest.raises(TransientStorageError) as info:
@@ -555,12 +555,12 @@ def test_two_units_of_work_locking_in_opposite_orders_both_commit(faulty: Storag
 
         def work(uow: Any) -> None:
             calls[0] += 1
-            uow.session.execute(
+            uow.connection.execute(
                 text("UPDATE task SET priority = priority + 1 WHERE task_id = :id"), {"id": first}
             )
             if calls[0] == 1:
                 barrier.wait()
-            uow.session.execute(
+            uow.connection.execute(
                 text("UPDATE task SET priority = priority + 1 WHERE task_id = :id"),
                 {"id": second},
             )

@@ -90,20 +90,22 @@ def in_tx(storage: Storage, work: Callable[[UnitOfWork], T]) -> T:
 
 
 def now_of(storage: Storage) -> datetime:
-    return in_tx(storage, lambda uow: uow.session.execute(select(db_now())).scalar_one())
+    return in_tx(storage, lambda uow: uow.connection.execute(select(db_now())).scalar_one())
 
 
 def set_task(storage: Storage, task_id: str, **values: Any) -> None:
     in_tx(
         storage,
-        lambda uow: uow.session.execute(update(t).where(t.c.task_id == task_id).values(**values)),
+        lambda uow: uow.connection.execute(
+            update(t).where(t.c.task_id == task_id).values(**values)
+        ),
     )
 
 
 def set_worker(storage: Storage, worker_id: str, **values: Any) -> None:
     in_tx(
         storage,
-        lambda uow: uow.session.execute(
+        lambda uow: uow.connection.execute(
             update(w).where(w.c.worker_id == worker_id).values(**values)
         ),
     )
@@ -120,8 +122,8 @@ def logs_of(
 
 def count_rows(storage: Storage) -> tuple[int, int]:
     def work(uow: UnitOfWork) -> tuple[int, int]:
-        tasks = uow.session.execute(select(func.count()).select_from(t)).scalar_one()
-        logs = uow.session.execute(select(func.count()).select_from(lg)).scalar_one()
+        tasks = uow.connection.execute(select(func.count()).select_from(t)).scalar_one()
+        logs = uow.connection.execute(select(func.count()).select_from(lg)).scalar_one()
         return int(tasks), int(logs)
 
     return in_tx(storage, work)
@@ -136,7 +138,7 @@ def running_of(storage: Storage, worker_id: str = "w1") -> int:
         query = select(func.count()).where(
             t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
         )
-        return int(uow.session.execute(query).scalar_one())
+        return int(uow.connection.execute(query).scalar_one())
 
     return in_tx(storage, work)
 
@@ -808,7 +810,7 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
         calls += 1
         if calls == 2:  # after the sweep's first transaction (finding the dead) ...
             original(
-                lambda uow: uow.session.execute(
+                lambda uow: uow.connection.execute(
                     update(w).where(w.c.worker_id == "w1").values(last_heartbeat=db_now())
                 )
             )
@@ -858,7 +860,7 @@ def test_concurrent_sweeps_take_each_task_back_once(storage: Storage) -> None:
             .where(lg.c.log_type == LogType.RESCUED.value)
             .group_by(lg.c.task_id)
         )
-        return {task_id: int(n) for task_id, n in uow.session.execute(query)}
+        return {task_id: int(n) for task_id, n in uow.connection.execute(query)}
 
     counts = in_tx(storage, rescued_counts)
     assert counts == {task.task_id: 1 for task in tasks}

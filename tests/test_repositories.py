@@ -659,11 +659,11 @@ def test_unit_of_work_failed_statement_rolls_back_the_rest(storage: Storage) -> 
 def test_unit_of_work_session_outside_block(storage: Storage) -> None:
     uow = storage.unit_of_work()
     with pytest.raises(StorageError):
-        _ = uow.session
+        _ = uow.connection
     with uow:
-        assert uow.session is not None
+        assert uow.connection is not None
     with pytest.raises(StorageError):
-        _ = uow.session
+        _ = uow.connection
 
 
 def test_storage_run_commits_and_returns(storage: Storage) -> None:

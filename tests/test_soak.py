@@ -196,7 +196,7 @@ def test_soak_with_random_faults(
         violations += consistency_violations(storage)
         in_database = set(
             storage.run(
-                lambda uow: uow.session.execute(select(task_table.c.task_id)).scalars().all()
+                lambda uow: uow.connection.execute(select(task_table.c.task_id)).scalars().all()
             )
         )
         violations += [f"{task_id}: enqueued, then lost" for task_id in seen.enqueued - in_database]
@@ -207,7 +207,7 @@ def test_soak_with_random_faults(
         completed = set(
             storage.run(
                 lambda uow: (
-                    uow.session.execute(
+                    uow.connection.execute(
                         select(task_table.c.task_id).where(
                             task_table.c.status == TaskStatus.COMPLETED.value
                         )

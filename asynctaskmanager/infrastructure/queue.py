@@ -23,9 +23,19 @@ from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -246,11 +256,11 @@ class TaskQueue:
         def work(uow: UnitOfWork) -> list[Task]:
             types = sorted({request.task_type for request in batch})
             if len(types) == 1:
-                rows = uow.session.execute(_CONFIG_AND_NOW, {"p_type": types[0]}).all()
+                rows = uow.connection.execute(_CONFIG_AND_NOW, {"p_type": types[0]}).all()
             else:
-                rows = uow.session.execute(_CONFIGS_AND_NOW, {"p_types": types}).all()
+                rows = uow.connection.execute(_CONFIGS_AND_NOW, {"p_types": types}).all()
             configs = {row.task_type: row_to_config(row) for row in rows}
-            now = rows[0][-1] if rows else uow.session.execute(select(db_now())).scalar_one()
+            now = rows[0][-1] if rows else uow.connection.execute(select(db_now())).scalar_one()
             tasks = [_new_task(request, configs, now) for request in batch]
             uow.tasks.create_many(tasks)
             uow.task_logs.create_many(
@@ -275,7 +285,7 @@ class TaskQueue:
         return self._storage.run(lambda uow: self._claim(uow, worker_id, limit))
 
     def _claim(self, uow: UnitOfWork, worker_id: str, limit: int) -> list[Task]:
-        session = uow.session
+        session = uow.connection
         worker = session.execute(_LOCK_WORKER, {"p_worker_id": worker_id}).first()
         if worker is None:
             raise NotFoundError("worker", worker_id)
@@ -286,7 +296,7 @@ class TaskQueue:
         room = _free_slots(session, supported)
         if not room:
             return []
-        skip_locked = self._storage.profile.supports_skip_locked(session.get_bind().dialect)
+        skip_locked = self._storage.profile.supports_skip_locked(session.dialect)
         candidates, now = _pick(session, room, wanted, skip_locked)
         if not candidates:
             return []
@@ -299,10 +309,10 @@ class TaskQueue:
         else:
             mark = {"p_task_ids": ids, "p_worker_id": worker_id, "p_now": now}
             result = session.execute(_MARK_RUNNING, mark)
-        if result.rowcount != len(ids):  # type: ignore[attr-defined]
+        if result.rowcount != len(ids):
             # The rows are locked (or the database is, on SQLite): this cannot happen unless
             # the locking is broken. Never hand out a task that someone else may hold.
-            raise StorageError(f"claim: {result.rowcount} of {len(ids)} locked rows updated")  # type: ignore[attr-defined]
+            raise StorageError(f"claim: {result.rowcount} of {len(ids)} locked rows updated")
         uow.task_logs.create_many(
             TaskLog(
                 task.task_id,
@@ -341,7 +351,7 @@ class TaskQueue:
 
         def work(uow: UnitOfWork) -> bool:
             # _end_attempt's guarded update and slot release, with a prebuilt statement.
-            if uow.session.execute(_COMPLETE, guard).rowcount != 1:  # type: ignore[attr-defined]
+            if uow.connection.execute(_COMPLETE, guard).rowcount != 1:
                 return False
             _release_slot(uow, guard["p_worker_id"])
             uow.task_logs.create(
@@ -380,21 +390,21 @@ class TaskQueue:
         def work(uow: UnitOfWork) -> bool:
             # Locked, so that a claim or a completion cannot slip in between the check and
             # the update (task row before worker row, as everywhere).
-            row = uow.session.execute(
+            row = uow.connection.execute(
                 select(t).where(t.c.task_id == task_id).with_for_update()
             ).first()
             if row is None:
                 raise NotFoundError("task", task_id)
             task = row_to_task(row)
             ensure_transition(task_id, task.status, TaskStatus.CANCELLED)
-            result = uow.session.execute(
+            result = uow.connection.execute(
                 update(t)
                 .where(_same_attempt(task))
                 .values(
                     status=TaskStatus.CANCELLED.value, completed_at=db_now(), error_message=reason
                 )
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if result.rowcount != 1:
                 return False
             if task.status is TaskStatus.RUNNING and task.worker_id is not None:
                 _release_slot(uow, task.worker_id)
@@ -420,7 +430,7 @@ class TaskQueue:
         self._rescue_held_by(worker.worker_id, "worker re-registered")
 
         def work(uow: UnitOfWork) -> Worker:
-            now = uow.session.execute(select(db_now())).scalar_one()
+            now = uow.connection.execute(select(db_now())).scalar_one()
             fresh = replace(worker, status=WorkerStatus.ONLINE, current_load=0, last_heartbeat=now)
             if uow.workers.find(worker.worker_id) is None:
                 uow.workers.create(fresh)
@@ -439,7 +449,7 @@ class TaskQueue:
         check.identifier("worker_id", worker_id)
 
         def work(uow: UnitOfWork) -> set[str]:
-            result = uow.session.execute(
+            result = uow.connection.execute(
                 update(w)
                 .where(w.c.worker_id == worker_id)
                 # A worker marked offline for silence is alive after all; a draining one
@@ -452,12 +462,12 @@ class TaskQueue:
                     ),
                 )
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if result.rowcount != 1:
                 raise NotFoundError("worker", worker_id)
             held = select(t.c.task_id).where(
                 t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
             )
-            return set(uow.session.execute(held).scalars())
+            return set(uow.connection.execute(held).scalars())
 
         return self._storage.run(work)
 
@@ -482,12 +492,12 @@ class TaskQueue:
         grace = self.settings.timeout_grace
 
         def find(uow: UnitOfWork) -> tuple[list[str], list[tuple[Task, bool, bool]]]:
-            now = uow.session.execute(select(db_now())).scalar_one()
+            now = uow.connection.execute(select(db_now())).scalar_one()
             # Silent workers, offline ones included: an earlier sweep may have marked one
             # offline and stopped before taking back its tasks.
             holders = select(t.c.worker_id).where(t.c.status == TaskStatus.RUNNING.value)
             silent = dict(
-                uow.session.execute(
+                uow.connection.execute(
                     select(w.c.worker_id, w.c.status).where(
                         w.c.last_heartbeat < now - dead_after,
                         or_(w.c.status != WorkerStatus.OFFLINE.value, w.c.worker_id.in_(holders)),
@@ -496,7 +506,7 @@ class TaskQueue:
             )
             running = [
                 row_to_task(row)
-                for row in uow.session.execute(
+                for row in uow.connection.execute(
                     select(t).where(t.c.status == TaskStatus.RUNNING.value)
                 )
             ]
@@ -551,7 +561,7 @@ class TaskQueue:
         held = self._storage.run(
             lambda uow: [
                 row_to_task(row)
-                for row in uow.session.execute(
+                for row in uow.connection.execute(
                     select(t).where(
                         t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
                     )
@@ -577,20 +587,20 @@ class TaskQueue:
         if not self._end_attempt(uow, task, values):
             return None
         if silent_for is not None and task.worker_id is not None:
-            still_silent = uow.session.execute(
+            still_silent = uow.connection.execute(
                 update(w)
                 .where(w.c.worker_id == task.worker_id, w.c.last_heartbeat < now - silent_for)
                 .values(status=WorkerStatus.OFFLINE.value)
             )
-            if still_silent.rowcount != 1:  # type: ignore[attr-defined]
+            if still_silent.rowcount != 1:
                 raise _WorkerAlive(task.worker_id)
         uow.task_logs.create(_attempt_log(task, retry_at, reason, LogType.RESCUED))
         return TaskStatus.FAILED if retry_at is None else TaskStatus.PENDING
 
     def _end_attempt(self, uow: UnitOfWork, task: Task, values: dict[str, Any]) -> bool:
         """Apply ``values`` if ``task``'s attempt is still the one running, and free its slot."""
-        result = uow.session.execute(update(t).where(_same_attempt(task)).values(**values))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        result = uow.connection.execute(update(t).where(_same_attempt(task)).values(**values))
+        if result.rowcount != 1:
             return False
         assert task.worker_id is not None
         _release_slot(uow, task.worker_id)
@@ -599,9 +609,11 @@ class TaskQueue:
     def _config_and_now(
         self, uow: UnitOfWork, task_type: str
     ) -> tuple[TaskConfig | None, datetime]:
-        row = uow.session.execute(select(cfg, db_now()).where(cfg.c.task_type == task_type)).first()
+        row = uow.connection.execute(
+            select(cfg, db_now()).where(cfg.c.task_type == task_type)
+        ).first()
         if row is None:
-            return None, uow.session.execute(select(db_now())).scalar_one()
+            return None, uow.connection.execute(select(db_now())).scalar_one()
         return row_to_config(row), row[-1]
 
     def _retry_at(self, task: Task, config: TaskConfig | None, now: datetime) -> datetime | None:
@@ -660,7 +672,7 @@ def _claim_statement(types: tuple[str, ...], limit: int, skip_locked: bool) -> S
     return claim_statement(types, limit, skip_locked=skip_locked)
 
 
-def _free_slots(session: Session, supported: list[str] | None) -> dict[str, int]:
+def _free_slots(session: Connection, supported: list[str] | None) -> dict[str, int]:
     """Free running slots of each enabled type the worker supports, with their rows locked.
 
     The task-config rows are locked in key order, so two claimers never count the same free
@@ -686,7 +698,7 @@ def _free_slots(session: Session, supported: list[str] | None) -> dict[str, int]
 
 
 def _pick(
-    session: Session, room: dict[str, int], wanted: int, skip_locked: bool
+    session: Connection, room: dict[str, int], wanted: int, skip_locked: bool
 ) -> tuple[list[Task], datetime | None]:
     """The first ``wanted`` runnable tasks in claim order, within each type's free slots,
     and the database's clock.
@@ -810,21 +822,21 @@ def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: L
 
 
 def _release_slot(uow: UnitOfWork, worker_id: str) -> None:
-    uow.session.execute(_RELEASE_SLOT, {"p_worker_id": worker_id})
+    uow.connection.execute(_RELEASE_SLOT, {"p_worker_id": worker_id})
 
 
 def _set_worker_status(uow: UnitOfWork, worker_id: str, status: WorkerStatus) -> None:
-    result = uow.session.execute(
+    result = uow.connection.execute(
         update(w).where(w.c.worker_id == worker_id).values(status=status.value)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise NotFoundError("worker", worker_id)
 
 
 def _mark_dead(uow: UnitOfWork, worker_id: str, dead_after: timedelta) -> bool:
     """Offline, if it is still silent by the database's clock (it may have just woken up)."""
-    now = uow.session.execute(select(db_now())).scalar_one()
-    result = uow.session.execute(
+    now = uow.connection.execute(select(db_now())).scalar_one()
+    result = uow.connection.execute(
         update(w)
         .where(
             w.c.worker_id == worker_id,
@@ -833,4 +845,4 @@ def _mark_dead(uow: UnitOfWork, worker_id: str, dead_after: timedelta) -> bool:
         )
         .values(status=WorkerStatus.OFFLINE.value)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)

@@ -1,6 +1,7 @@
 """SQLAlchemy implementations of the domain's repository interfaces.
 
-A repository works inside the Session it is given and never commits: the unit of work does.
+A repository works inside the connection (and transaction) it is given and never commits:
+the unit of work does.
 Statements are Core statements against the mapped tables, which keeps the hot paths free of
 ORM identity-map work while the mapping stays the single description of the schema.
 """

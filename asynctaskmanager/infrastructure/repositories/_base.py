@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Result
+from sqlalchemy import Connection, Executable, Result
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
@@ -17,15 +16,15 @@ from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
 class SqlRepository:
     entity = "record"
 
-    def __init__(self, session: Session, profile: DialectProfile) -> None:
-        self._session = session
+    def __init__(self, connection: Connection, profile: DialectProfile) -> None:
+        self._connection = connection
         self._profile = profile
 
     def _execute(
         self, statement: Executable, params: Any = None, *, key: str | None = None
     ) -> Result[Any]:
         try:
-            return self._session.execute(statement, params)
+            return self._connection.execute(statement, params)
         except DBAPIError as error:
             raise translate(error, self._profile, self.entity, key) from error
 
