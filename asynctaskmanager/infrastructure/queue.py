@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Executable,
     Integer,
     Select,
     bindparam,
@@ -166,15 +167,18 @@ _RELEASE_SLOT = (
     .where(w.c.worker_id == bindparam("p_worker_id"), w.c.current_load > 0)
     .values(current_load=w.c.current_load - 1)
 )
-# complete(): the guard of _same_attempt (for a task that has a worker), with the result.
+# The attempt a worker holds: this task, in this state, held by this worker, in this attempt.
+# retry_count grows on every requeue, so a task rescued and claimed again (even by the same
+# worker) no longer matches an older attempt. Parameters come from _held_attempt(task).
+_HELD_ATTEMPT = (
+    (t.c.task_id == bindparam("p_task_id"))
+    & (t.c.status == bindparam("p_status"))
+    & (t.c.worker_id == bindparam("p_worker_id"))
+    & (t.c.retry_count == bindparam("p_retry_count"))
+)
 _COMPLETE = (
     update(t)
-    .where(
-        t.c.task_id == bindparam("p_task_id"),
-        t.c.status == bindparam("p_status"),
-        t.c.worker_id == bindparam("p_worker_id"),
-        t.c.retry_count == bindparam("p_retry_count"),
-    )
+    .where(_HELD_ATTEMPT)
     .values(
         status=TaskStatus.COMPLETED.value,
         result=bindparam("p_result", type_=t.c.result.type),
@@ -340,20 +344,9 @@ class TaskQueue:
         self._check_lease(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
 
-        assert task.worker_id is not None  # _check_lease
-        guard = {
-            "p_task_id": task.task_id,
-            "p_status": task.status.value,
-            "p_worker_id": task.worker_id,
-            "p_retry_count": task.retry_count,
-            "p_result": result,
-        }
-
         def work(uow: UnitOfWork) -> bool:
-            # _end_attempt's guarded update and slot release, with a prebuilt statement.
-            if uow.connection.execute(_COMPLETE, guard).rowcount != 1:
+            if not self._end_attempt(uow, task, _COMPLETE, {"p_result": result}):
                 return False
-            _release_slot(uow, guard["p_worker_id"])
             uow.task_logs.create(
                 TaskLog(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
             )
@@ -372,7 +365,7 @@ class TaskQueue:
             config, now = self._config_and_now(uow, task.task_type)
             retry_at = self._retry_at(task, config, now) if retry else None
             values = _attempt_end_values(task, error_message, retry_at, now)
-            if not self._end_attempt(uow, task, values):
+            if not self._end_attempt(uow, task, update(t).where(_HELD_ATTEMPT).values(values)):
                 return False
             uow.task_logs.create(_attempt_log(task, retry_at, error_message, LogType.FAILED))
             return True
@@ -584,7 +577,7 @@ class TaskQueue:
         config, now = self._config_and_now(uow, task.task_type)
         retry_at = self._retry_at(task, config, now)
         values = _attempt_end_values(task, reason, retry_at, now)
-        if not self._end_attempt(uow, task, values):
+        if not self._end_attempt(uow, task, update(t).where(_HELD_ATTEMPT).values(values)):
             return None
         if silent_for is not None and task.worker_id is not None:
             still_silent = uow.connection.execute(
@@ -597,12 +590,24 @@ class TaskQueue:
         uow.task_logs.create(_attempt_log(task, retry_at, reason, LogType.RESCUED))
         return TaskStatus.FAILED if retry_at is None else TaskStatus.PENDING
 
-    def _end_attempt(self, uow: UnitOfWork, task: Task, values: dict[str, Any]) -> bool:
-        """Apply ``values`` if ``task``'s attempt is still the one running, and free its slot."""
-        result = uow.connection.execute(update(t).where(_same_attempt(task)).values(**values))
-        if result.rowcount != 1:
+    def _end_attempt(
+        self,
+        uow: UnitOfWork,
+        task: Task,
+        statement: Executable,
+        params: dict[str, Any] | None = None,
+    ) -> bool:
+        """Run ``statement`` (guarded by _HELD_ATTEMPT) and, if it still matched ``task``'s
+        attempt, free the worker's slot."""
+        assert task.worker_id is not None  # _check_lease, or a running task found by a sweep
+        held = {
+            "p_task_id": task.task_id,
+            "p_status": task.status.value,
+            "p_worker_id": task.worker_id,
+            "p_retry_count": task.retry_count,
+        }
+        if uow.connection.execute(statement, held | (params or {})).rowcount != 1:
             return False
-        assert task.worker_id is not None
         _release_slot(uow, task.worker_id)
         return True
 
@@ -767,11 +772,7 @@ def _new_task(request: TaskRequest, configs: dict[str, TaskConfig], now: datetim
 
 
 def _same_attempt(task: Task) -> ColumnElement[bool]:
-    """This task, in this state, held by this worker, in this attempt.
-
-    retry_count grows on every requeue, so a task rescued and claimed again (even by the
-    same worker) no longer matches an older attempt.
-    """
+    """Like _HELD_ATTEMPT, for a task that may have no worker (a pending one being cancelled)."""
     worker = t.c.worker_id.is_(None) if task.worker_id is None else t.c.worker_id == task.worker_id
     return (
         (t.c.task_id == task.task_id)
