@@ -280,6 +280,19 @@ def _wait_registered(url: URL, workers: int) -> None:
 # --- the runs ------------------------------------------------------------------------------
 
 
+def run_threads(threads: list[threading.Thread], storage: Storage, start: threading.Event) -> float:
+    """Start the worker threads, release them together once all registered; seconds taken."""
+    for thread in threads:
+        thread.start()
+    while storage.workers.count() < len(threads):
+        time.sleep(0.01)
+    began = time.monotonic()
+    start.set()
+    for thread in threads:
+        thread.join(timeout=420)
+    return time.monotonic() - began
+
+
 @pytest.mark.mysql
 def test_mariadb_processes_complete_every_task_once(
     mysql_storage: Storage, mysql_database_url: URL
@@ -319,15 +332,7 @@ def test_memory_threads_complete_every_task_once(memory_storage: Storage) -> Non
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
     with Sampler(execute) as sampler:
-        for thread in threads:
-            thread.start()
-        while memory_storage.workers.count() < workers:
-            time.sleep(0.01)
-        began = time.monotonic()
-        start.set()
-        for thread in threads:
-            thread.join(timeout=420)
-        seconds = time.monotonic() - began
+        seconds = run_threads(threads, memory_storage, start)
     assert sampler.error is None
     check_outcome(memory_storage, reports, tasks, sampler.samples)
     report_figures("memory, threads", reports, tasks, seconds, sampler.samples)
@@ -361,15 +366,7 @@ def test_mariadb_without_skip_locked_falls_back_correctly(
     ]
     try:
         with direct_reader(mysql_database_url) as execute, Sampler(execute) as sampler:
-            for thread in threads:
-                thread.start()
-            while fallback.workers.count() < workers:
-                time.sleep(0.01)
-            began = time.monotonic()
-            start.set()
-            for thread in threads:
-                thread.join(timeout=420)
-            seconds = time.monotonic() - began
+            seconds = run_threads(threads, fallback, start)
     finally:
         event.remove(fallback.engine, "before_cursor_execute", record)
     assert sql and not any("SKIP LOCKED" in statement for statement in sql)
