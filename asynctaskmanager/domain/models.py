@@ -1,14 +1,16 @@
 """The four entities. Frozen dataclasses, validated and normalised on construction.
 
-Change one with :func:`dataclasses.replace`, which validates again.
+Change one with :func:`dataclasses.replace`, which validates again. :func:`restore` is the
+one way round validation, for values that were validated before: rows the library wrote.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
@@ -155,3 +157,36 @@ class Worker:
         _set(
             self, "last_heartbeat", check.optional_timestamp("last_heartbeat", self.last_heartbeat)
         )
+
+
+E = TypeVar("E", Task, TaskConfig, TaskLog, Worker)
+
+
+# The fields that __post_init__ turns from stored values ('pending', 1) into enum members.
+_ENUM_FIELDS: dict[type[Any], tuple[tuple[str, type[Enum]], ...]] = {
+    Task: (("priority", TaskPriority), ("status", TaskStatus)),
+    TaskConfig: (("executor_type", ExecutorType), ("retry_strategy", RetryStrategy)),
+    TaskLog: (("log_type", LogType), ("from_status", TaskStatus), ("to_status", TaskStatus)),
+    Worker: (("status", WorkerStatus),),
+}
+_FIELD_COUNT = {kind: len(fields(kind)) for kind in _ENUM_FIELDS}
+
+
+def restore(kind: type[E], values: dict[str, Any]) -> E:
+    """An entity from values validated when they were written: a stored row, or a request
+    already checked. Every field must be given; only enum values are normalised.
+
+    Validating again would cost more than reading the row: a claim would check each task's
+    payload (a JSON encoding) twice on its way out. Use the constructor for anything a
+    caller handed in.
+    """
+    if len(values) != _FIELD_COUNT[kind]:
+        raise TypeError(f"restore({kind.__name__}) needs every field, got {sorted(values)}")
+    entity = object.__new__(kind)
+    for name, value in values.items():
+        _set(entity, name, value)
+    for name, enum in _ENUM_FIELDS[kind]:
+        value = values[name]
+        if value is not None and type(value) is not enum:
+            _set(entity, name, enum(value))
+    return entity

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.domain.models import TaskConfig
+from asynctaskmanager.domain.models import TaskConfig, restore
 from asynctaskmanager.errors import NotFoundError
 from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_config_table as c
@@ -38,7 +38,7 @@ def row_to_config(row: Any) -> TaskConfig:
     values = dict(row._mapping)
     values.pop("db_now", None)  # the queue reads the clock in the same statement
     values["enabled"] = bool(values["enabled"])
-    return TaskConfig(**values)
+    return restore(TaskConfig, values)
 
 
 class SqlTaskConfigRepository(SqlRepository):

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import WorkerStatus
-from asynctaskmanager.domain.models import Worker
+from asynctaskmanager.domain.models import Worker, restore
 from asynctaskmanager.errors import NotFoundError
 from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import worker_table as w
@@ -31,7 +31,7 @@ def worker_to_row(worker: Worker) -> dict[str, Any]:
 
 
 def row_to_worker(row: Any) -> Worker:
-    return Worker(**row._mapping)
+    return restore(Worker, dict(row._mapping))
 
 
 class SqlWorkerRepository(SqlRepository):
