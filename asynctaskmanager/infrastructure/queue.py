@@ -28,6 +28,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     Integer,
+    Row,
     Select,
     bindparam,
     case,
@@ -43,8 +44,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
+from asynctaskmanager.domain.ids import new_id
 from asynctaskmanager.domain.lifecycle import RetryPolicy, ensure_transition
-from asynctaskmanager.domain.models import Task, TaskConfig, TaskLog, Worker
+from asynctaskmanager.domain.models import Task, TaskConfig, TaskLog, Worker, restore
 from asynctaskmanager.domain.requests import TaskRequest
 from asynctaskmanager.errors import (
     IllegalTransitionError,
@@ -79,10 +81,12 @@ def db_now() -> ColumnElement[datetime]:
 # UPDATE those would become SET clauses.)
 # Each statement that takes a list has a one-value twin: an expanding IN costs more to bind
 # than the rest of the statement, and one type (one task) is the common case.
-_CONFIGS_AND_NOW = select(cfg, db_now()).where(
-    cfg.c.task_type.in_(bindparam("p_types", expanding=True))
+# What an enqueue needs of its types' configs: whether they are enabled, and the defaults.
+_TYPE_DEFAULTS = select(
+    cfg.c.task_type, cfg.c.enabled, cfg.c.default_timeout, cfg.c.default_max_retry, db_now()
 )
-_CONFIG_AND_NOW = select(cfg, db_now()).where(cfg.c.task_type == bindparam("p_type"))
+_DEFAULTS_OF_TYPES = _TYPE_DEFAULTS.where(cfg.c.task_type.in_(bindparam("p_types", expanding=True)))
+_DEFAULTS_OF_TYPE = _TYPE_DEFAULTS.where(cfg.c.task_type == bindparam("p_type"))
 _LOCK_WORKER = (
     select(w.c.status, w.c.capacity, w.c.current_load, w.c.supported_types)
     .where(w.c.worker_id == bindparam("p_worker_id"))
@@ -260,15 +264,15 @@ class TaskQueue:
         def work(uow: UnitOfWork) -> list[Task]:
             types = sorted({request.task_type for request in batch})
             if len(types) == 1:
-                rows = uow.connection.execute(_CONFIG_AND_NOW, {"p_type": types[0]}).all()
+                rows = uow.connection.execute(_DEFAULTS_OF_TYPE, {"p_type": types[0]}).all()
             else:
-                rows = uow.connection.execute(_CONFIGS_AND_NOW, {"p_types": types}).all()
-            configs = {row.task_type: row_to_config(row) for row in rows}
+                rows = uow.connection.execute(_DEFAULTS_OF_TYPES, {"p_types": types}).all()
+            defaults = {row.task_type: row for row in rows}
             now = rows[0][-1] if rows else uow.connection.execute(select(db_now())).scalar_one()
-            tasks = [_new_task(request, configs, now) for request in batch]
+            tasks = [_new_task(request, defaults, now) for request in batch]
             uow.tasks.create_many(tasks)
             uow.task_logs.create_many(
-                TaskLog(task.task_id, LogType.CREATED, None, TaskStatus.PENDING, created_at=now)
+                _log(task.task_id, LogType.CREATED, None, TaskStatus.PENDING, created_at=now)
                 for task in tasks
             )
             return tasks
@@ -306,7 +310,7 @@ class TaskQueue:
             return []
         assert now is not None
 
-        ids = [task.task_id for task in candidates]
+        ids = [row["task_id"] for row in candidates]
         if len(ids) == 1:
             mark = {"p_task_id": ids[0], "p_worker_id": worker_id, "p_now": now}
             result = session.execute(_MARK_ONE_RUNNING, mark)
@@ -318,21 +322,19 @@ class TaskQueue:
             # the locking is broken. Never hand out a task that someone else may hold.
             raise StorageError(f"claim: {result.rowcount} of {len(ids)} locked rows updated")
         uow.task_logs.create_many(
-            TaskLog(
-                task.task_id,
+            _log(
+                row["task_id"],
                 LogType.CLAIMED,
                 TaskStatus.PENDING,
                 TaskStatus.RUNNING,
-                details={"worker_id": worker_id, "attempt": task.retry_count + 1},
+                details={"worker_id": worker_id, "attempt": row["retry_count"] + 1},
                 created_at=now,
             )
-            for task in candidates
+            for row in candidates
         )
         session.execute(_ADD_LOAD, {"p_worker_id": worker_id, "p_count": len(candidates)})
-        return [
-            replace(task, status=TaskStatus.RUNNING, worker_id=worker_id, started_at=now)
-            for task in candidates
-        ]
+        running = {"status": TaskStatus.RUNNING, "worker_id": worker_id, "started_at": now}
+        return [restore(Task, row | running) for row in candidates]
 
     # --- guarded transitions ------------------------------------------------------------------
 
@@ -348,7 +350,7 @@ class TaskQueue:
             if not self._end_attempt(uow, task, _COMPLETE, {"p_result": result}):
                 return False
             uow.task_logs.create(
-                TaskLog(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
+                _log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
             )
             return True
 
@@ -402,9 +404,7 @@ class TaskQueue:
             if task.status is TaskStatus.RUNNING and task.worker_id is not None:
                 _release_slot(uow, task.worker_id)
             uow.task_logs.create(
-                TaskLog(
-                    task_id, LogType.CANCELLED, task.status, TaskStatus.CANCELLED, message=reason
-                )
+                _log(task_id, LogType.CANCELLED, task.status, TaskStatus.CANCELLED, message=reason)
             )
             return True
 
@@ -704,16 +704,16 @@ def _free_slots(session: Connection, supported: list[str] | None) -> dict[str, i
 
 def _pick(
     session: Connection, room: dict[str, int], wanted: int, skip_locked: bool
-) -> tuple[list[Task], datetime | None]:
-    """The first ``wanted`` runnable tasks in claim order, within each type's free slots,
-    and the database's clock.
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """The rows of the first ``wanted`` runnable tasks in claim order, within each type's
+    free slots, and the database's clock.
 
     A type that fills up is dropped from the query and the query runs again, so the pending
     tasks of a full type never hide the runnable tasks of other types behind them. Each
     round drops at least one type.
     """
     room = dict(room)
-    chosen: list[Task] = []
+    chosen: list[dict[str, Any]] = []
     now: datetime | None = None
     while room and len(chosen) < wanted:
         query = _claim_statement(tuple(sorted(room)), wanted - len(chosen), skip_locked)
@@ -721,24 +721,25 @@ def _pick(
         for row in session.execute(query):
             values = dict(row._mapping)
             now = values.pop("db_now")
-            batch.append(Task(**values))
+            batch.append(values)
         slots = dict(room)
-        taken: list[Task] = []
+        taken: list[dict[str, Any]] = []
         full: set[str] = set()
-        for task in batch:
-            if slots[task.task_type] > 0:
-                slots[task.task_type] -= 1
-                taken.append(task)
+        for values in batch:
+            task_type = values["task_type"]
+            if slots[task_type] > 0:
+                slots[task_type] -= 1
+                taken.append(values)
             else:
-                full.add(task.task_type)
+                full.add(task_type)
         if not full:
             chosen.extend(taken)
             break
         # A full type's share is final; the other types' rows are read again next round.
-        chosen.extend(task for task in taken if task.task_type in full)
+        chosen.extend(values for values in taken if values["task_type"] in full)
         for task_type in full:
             del room[task_type]
-    chosen.sort(key=lambda task: (-int(task.priority), task.created_at, task.task_id))
+    chosen.sort(key=lambda row: (-row["priority"], row["created_at"], row["task_id"]))
     return chosen, now
 
 
@@ -746,8 +747,8 @@ class _WorkerAlive(Exception):
     """A worker thought dead sent a heartbeat before its task was taken back."""
 
 
-def _new_task(request: TaskRequest, configs: dict[str, TaskConfig], now: datetime) -> Task:
-    config = configs.get(request.task_type)
+def _new_task(request: TaskRequest, defaults: dict[str, Row[Any]], now: datetime) -> Task:
+    config = defaults.get(request.task_type)
     if config is None:
         raise UnknownTaskTypeError(request.task_type)
     if not config.enabled:
@@ -759,15 +760,28 @@ def _new_task(request: TaskRequest, configs: dict[str, TaskConfig], now: datetim
             raise ValidationError(
                 "delay", f"must end by {limits.TIMESTAMP_MAX.isoformat()}", request.delay
             )
-    return Task(
-        request.task_type,
-        request.payload,
-        task_id=request.task_id,
-        priority=request.priority,
-        timeout=config.default_timeout if request.timeout is None else request.timeout,
-        max_retry=config.default_max_retry if request.max_retry is None else request.max_retry,
-        created_at=now,
-        scheduled_at=scheduled_at,
+    # The request was validated when it was made, the config when it was stored.
+    return restore(
+        Task,
+        {
+            "task_type": request.task_type,
+            "payload": request.payload,
+            "task_id": request.task_id,
+            "priority": request.priority,
+            "status": TaskStatus.PENDING,
+            "result": None,
+            "error_message": None,
+            "worker_id": None,
+            "retry_count": 0,
+            "max_retry": (
+                config.default_max_retry if request.max_retry is None else request.max_retry
+            ),
+            "timeout": config.default_timeout if request.timeout is None else request.timeout,
+            "created_at": now,
+            "scheduled_at": scheduled_at,
+            "started_at": None,
+            "completed_at": None,
+        },
     )
 
 
@@ -800,7 +814,7 @@ def _attempt_end_values(
 
 def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: LogType) -> TaskLog:
     if retry_at is None:
-        return TaskLog(
+        return _log(
             task.task_id,
             log_type,
             TaskStatus.RUNNING,
@@ -808,7 +822,7 @@ def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: L
             message=reason,
             details={"worker_id": task.worker_id, "attempt": task.retry_count + 1},
         )
-    return TaskLog(
+    return _log(
         task.task_id,
         LogType.RETRY_SCHEDULED if log_type is LogType.FAILED else log_type,
         TaskStatus.RUNNING,
@@ -818,6 +832,33 @@ def _attempt_log(task: Task, retry_at: datetime | None, reason: str, log_type: L
             "worker_id": task.worker_id,
             "attempt": task.retry_count + 1,
             "retry_at": retry_at.isoformat(),
+        },
+    )
+
+
+def _log(
+    task_id: str,
+    log_type: LogType,
+    from_status: TaskStatus | None,
+    to_status: TaskStatus,
+    *,
+    message: str | None = None,
+    details: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> TaskLog:
+    """A log row of the queue's own making: its message was checked on the way in (or is
+    the queue's), its details are the queue's, so TaskLog's checks are skipped."""
+    return restore(
+        TaskLog,
+        {
+            "task_id": task_id,
+            "log_type": log_type,
+            "from_status": from_status,
+            "to_status": to_status,
+            "message": message,
+            "details": details,
+            "log_id": new_id(),
+            "created_at": created_at,
         },
     )
 
