@@ -224,9 +224,14 @@ def json_document(field: str, value: object) -> Any:
     return value
 
 
+# One encoder for the process: json.dumps with any option builds a new JSONEncoder per call,
+# and every task written encodes its payload.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps(value: object) -> str:
     """The one JSON encoding used for every JSON column, on every backend."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def string_list(
