@@ -35,6 +35,7 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.domain.enums import LogType
+from asynctaskmanager.infrastructure import dialects
 from asynctaskmanager.infrastructure.storage import TransactionRetry
 from tests.conftest import empty_tables
 from tests.faults import (
@@ -168,15 +169,31 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 
 
 def test_killed_idle_pooled_connection_is_replaced_silently(
-    faulty: Storage, killer: ConnectionKiller
+    faulty: Storage, killer: ConnectionKiller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(dialects, "PING_AFTER_IDLE_SECONDS", 0.2)
     with faulty.engine.connect() as connection:
         pooled = mysql_thread_id(connection)
     assert killer.kill(pooled)
-    faulty.queue.enqueue("t", task_id="p1")  # no error: pre-ping replaces the dead connection
+    time.sleep(0.3)
+    faulty.queue.enqueue("t", task_id="p1")  # no error: the ping replaces the dead connection
     assert retries(faulty).pauses == 0
     with faulty.engine.connect() as connection:
         assert mysql_thread_id(connection) != pooled
+
+
+def test_killed_busy_pooled_connection_costs_one_silent_rerun(
+    faulty: Storage, killer: ConnectionKiller
+) -> None:
+    # Returned a moment ago, so not pinged: the first statement finds the link dead, and the
+    # unit of work reruns on a fresh connection. Nothing reaches the caller.
+    with faulty.engine.connect() as connection:
+        pooled = mysql_thread_id(connection)
+    assert killer.kill(pooled)
+    task = faulty.queue.enqueue("t", task_id="p1")
+    assert retries(faulty).pauses == 1
+    assert faulty.tasks.get(task.task_id).status is TaskStatus.PENDING
+    assert faulty.task_logs.count_for_task("p1") == 1
 
 
 # --- KILL at every statement point of every queue operation -----------------------------------

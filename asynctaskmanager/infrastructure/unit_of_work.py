@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from asynctaskmanager.errors import StorageError, TransientStorageError
 from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
+from asynctaskmanager.infrastructure.engine import TRANSACTION_ENDED
 from asynctaskmanager.infrastructure.repositories import (
     SqlTaskConfigRepository,
     SqlTaskLogRepository,
@@ -120,8 +121,11 @@ class UnitOfWork:
         try:
             if connection is not None:
                 try:
-                    if not self._committed:
+                    # Statements after commit() opened a new transaction: roll it back too.
+                    if not self._committed or connection.in_transaction():
                         connection.rollback()
+                    if not connection.invalidated:  # .info would reconnect
+                        connection.info[TRANSACTION_ENDED] = True
                 finally:
                     connection.close()
         except DBAPIError as error:

@@ -1,0 +1,54 @@
+"""Pooled connections go back clean, at no round trip after a unit of work that ended."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from asynctaskmanager import ExecutorType, Storage, TaskConfig
+from tests.conftest import mysql_only
+
+
+def _config(task_type: str) -> TaskConfig:
+    return TaskConfig(task_type, task_type, ExecutorType.FUNCTION)
+
+
+def test_open_transaction_outside_a_unit_of_work_is_rolled_back_on_return(
+    persistent_storage: Storage,
+) -> None:
+    raw = persistent_storage.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("BEGIN")
+        cursor.execute(
+            "INSERT INTO task_log (log_id, task_id, log_type) VALUES ('leaked', 'x', 'info')"
+        )
+        cursor.close()
+    finally:
+        raw.close()  # back to the pool with the insert uncommitted
+
+    persistent_storage.task_configs.create(_config("kept"))  # commits on a pooled connection
+
+    assert persistent_storage.task_logs.find("leaked") is None
+    assert persistent_storage.task_configs.find("kept") is not None
+
+
+def _session_rollbacks(storage: Storage, *, commit: bool) -> tuple[int, int]:
+    with storage.unit_of_work() as uow:
+        connection_id = uow.connection.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+        rollbacks = uow.connection.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1]
+        if commit:
+            uow.commit()
+    return int(connection_id), int(rollbacks)
+
+
+@mysql_only
+def test_a_committed_unit_of_work_returns_its_connection_without_a_rollback(
+    mysql_storage: Storage,
+) -> None:
+    first, before = _session_rollbacks(mysql_storage, commit=True)
+    second, after_commit = _session_rollbacks(mysql_storage, commit=False)
+    third, after_rollback = _session_rollbacks(mysql_storage, commit=True)
+
+    assert first == second == third  # one pooled connection throughout
+    assert after_commit == before  # no reset rollback after the commit
+    assert after_rollback == after_commit + 1  # the uncommitted one was rolled back, once
