@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import URL, create_engine, make_url, text
 
 from asynctaskmanager import ExecutorType, Storage, TaskConfig, Worker, open_storage
+from asynctaskmanager.infrastructure.schema import task_log_table, task_table
 
 BACKENDS = ("memory", "sqlite", "mariadb")
 TASK_TYPE = "bench"
@@ -39,33 +40,9 @@ MYSQL_INIT = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
 # The queue's max_concurrent and a worker's capacity must never be what limits a benchmark.
 UNLIMITED = 1_000_000
 
-TASK_COLUMNS = (
-    "task_id",
-    "task_type",
-    "priority",
-    "status",
-    "payload",
-    "result",
-    "error_message",
-    "worker_id",
-    "retry_count",
-    "max_retry",
-    "timeout",
-    "created_at",
-    "scheduled_at",
-    "started_at",
-    "completed_at",
-)
-LOG_COLUMNS = (
-    "log_id",
-    "task_id",
-    "log_type",
-    "from_status",
-    "to_status",
-    "message",
-    "details",
-    "created_at",
-)
+# Table order: the raw driver writes positional rows.
+TASK_COLUMNS = tuple(task_table.c.keys())
+LOG_COLUMNS = tuple(task_log_table.c.keys())
 
 
 def payload(i: int) -> dict[str, Any]:

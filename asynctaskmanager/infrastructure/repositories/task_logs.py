@@ -5,37 +5,42 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.domain.models import TaskLog
+from asynctaskmanager.domain.models import TaskLog, restore
 from asynctaskmanager.errors import NotFoundError
+from asynctaskmanager.infrastructure.prepared import PreparedInsert
 from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 
-_INSERT = insert(lg)  # built once: every transition writes a log row
-# Rows go to the driver in batches: a bulk enqueue of 100,000 tasks must not hold 100,000
-# log rows (and SQLAlchemy's processed copy of them) in memory at once.
-INSERT_BATCH = 1000
+# Every column but created_at, which the database fills in when a log has none.
+_COLUMNS = ("log_id", "task_id", "log_type", "from_status", "to_status", "message", "details")
+_INSERTS = (PreparedInsert(lg, _COLUMNS), PreparedInsert(lg, (*_COLUMNS, "created_at")))
+
+
+def log_values(log: TaskLog) -> tuple[Any, ...]:
+    """The row of ``log`` in _COLUMNS order."""
+    return (
+        log.log_id,
+        log.task_id,
+        log.log_type.value,
+        None if log.from_status is None else log.from_status.value,
+        None if log.to_status is None else log.to_status.value,
+        log.message,
+        log.details,
+    )
 
 
 def log_to_row(log: TaskLog) -> dict[str, Any]:
-    row = {
-        "log_id": log.log_id,
-        "task_id": log.task_id,
-        "log_type": log.log_type.value,
-        "from_status": None if log.from_status is None else log.from_status.value,
-        "to_status": None if log.to_status is None else log.to_status.value,
-        "message": log.message,
-        "details": log.details,
-    }
+    row = dict(zip(_COLUMNS, log_values(log), strict=True))
     if log.created_at is not None:
         row["created_at"] = log.created_at
     return row
 
 
 def row_to_log(row: Any) -> TaskLog:
-    return TaskLog(**row._mapping)
+    return restore(TaskLog, dict(row._mapping))
 
 
 class SqlTaskLogRepository(SqlRepository):
@@ -43,21 +48,11 @@ class SqlTaskLogRepository(SqlRepository):
 
     def create(self, log: TaskLog) -> None:
         entity("log", log, TaskLog)
-        self._execute(_INSERT, log_to_row(log), key=log.log_id)
+        self._insert_one(log, log_values, _INSERTS, log.log_id)
 
     def create_many(self, logs: Iterable[TaskLog]) -> int:
-        total = 0
-        rows: list[dict[str, Any]] = []
-        for log in logs:
-            rows.append(log_to_row(log))
-            if len(rows) >= INSERT_BATCH:
-                self._execute(_INSERT, rows)
-                total += len(rows)
-                rows = []
-        if rows:
-            self._execute(_INSERT, rows)
-            total += len(rows)
-        return total
+        """Insert in batches of executemany; returns how many were inserted."""
+        return self._insert_all(logs, TaskLog, log_values, _INSERTS)
 
     def find(self, log_id: str) -> TaskLog | None:
         check.identifier("log_id", log_id)

@@ -5,49 +5,73 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import TaskStatus
-from asynctaskmanager.domain.models import Task
+from asynctaskmanager.domain.models import Task, restore
 from asynctaskmanager.domain.repositories import TaskFilter, TaskOrder
 from asynctaskmanager.errors import NotFoundError, ValidationError
+from asynctaskmanager.infrastructure.prepared import PreparedInsert
 from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
 from asynctaskmanager.infrastructure.schema import task_table as t
 
-INSERT_BATCH = 1000
 ALL_TASKS = TaskFilter()
 
 _ORDER_COLUMNS = {order: t.c[order.value] for order in TaskOrder}
 # Built once: building a statement and its cache key costs more than a primary-key lookup.
-_INSERT = insert(t)
 _FIND = select(t).where(t.c.task_id == bindparam("p_task_id"))
 
 
+# Every column but created_at, which the database fills in when a task has none.
+_COLUMNS = (
+    "task_id",
+    "task_type",
+    "priority",
+    "status",
+    "payload",
+    "result",
+    "error_message",
+    "worker_id",
+    "retry_count",
+    "max_retry",
+    "timeout",
+    "scheduled_at",
+    "started_at",
+    "completed_at",
+)
+_INSERTS = (PreparedInsert(t, _COLUMNS), PreparedInsert(t, (*_COLUMNS, "created_at")))
+
+
+def task_values(task: Task) -> tuple[Any, ...]:
+    """The row of ``task`` in _COLUMNS order."""
+    return (
+        task.task_id,
+        task.task_type,
+        int(task.priority),
+        task.status.value,
+        task.payload,
+        task.result,
+        task.error_message,
+        task.worker_id,
+        task.retry_count,
+        task.max_retry,
+        task.timeout,
+        task.scheduled_at,
+        task.started_at,
+        task.completed_at,
+    )
+
+
 def task_to_row(task: Task) -> dict[str, Any]:
-    row = {
-        "task_id": task.task_id,
-        "task_type": task.task_type,
-        "priority": int(task.priority),
-        "status": task.status.value,
-        "payload": task.payload,
-        "result": task.result,
-        "error_message": task.error_message,
-        "worker_id": task.worker_id,
-        "retry_count": task.retry_count,
-        "max_retry": task.max_retry,
-        "timeout": task.timeout,
-        "scheduled_at": task.scheduled_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-    }
+    row = dict(zip(_COLUMNS, task_values(task), strict=True))
     if task.created_at is not None:
         row["created_at"] = task.created_at
     return row
 
 
 def row_to_task(row: Any) -> Task:
-    return Task(**row._mapping)
+    return restore(Task, dict(row._mapping))
 
 
 class SqlTaskRepository(SqlRepository):
@@ -55,29 +79,11 @@ class SqlTaskRepository(SqlRepository):
 
     def create(self, task: Task) -> None:
         entity("task", task, Task)
-        self._execute(_INSERT, task_to_row(task), key=task.task_id)
+        self._insert_one(task, task_values, _INSERTS, task.task_id)
 
     def create_many(self, tasks: Iterable[Task]) -> int:
         """Insert in batches of executemany; returns how many were inserted."""
-        total = 0
-        batch: list[dict[str, Any]] = []
-        with_created: list[dict[str, Any]] = []
-        for index, task in enumerate(tasks):
-            row = task_to_row(entity(f"tasks[{index}]", task, Task))
-            # executemany needs one column set per statement.
-            (with_created if "created_at" in row else batch).append(row)
-            if len(batch) >= INSERT_BATCH:
-                total += self._insert_batch(batch)
-                batch = []
-            if len(with_created) >= INSERT_BATCH:
-                total += self._insert_batch(with_created)
-                with_created = []
-        return total + self._insert_batch(batch) + self._insert_batch(with_created)
-
-    def _insert_batch(self, rows: list[dict[str, Any]]) -> int:
-        if rows:
-            self._execute(_INSERT, rows)
-        return len(rows)
+        return self._insert_all(tasks, Task, task_values, _INSERTS)
 
     def find(self, task_id: str) -> Task | None:
         check.identifier("task_id", task_id)

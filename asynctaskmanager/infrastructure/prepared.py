@@ -1,0 +1,83 @@
+"""Bulk inserts as rows of tuples: compiled once per dialect, sent with the driver's executemany.
+
+``connection.execute(insert(table), [dict, ...])`` builds a parameter dict per row and then
+the driver's tuple from it; on a bulk enqueue that bookkeeping cost about as much as the
+database's own work (see bench/). Here SQLAlchemy still compiles the statement and supplies
+each column's bind processing (JSON encoding, UTC timestamps), and the rows reach
+``exec_driver_sql`` as tuples: errors, transactions and invalidation on a lost connection
+stay SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Connection, Dialect, Table, insert
+
+_Processor = Callable[[Any], Any]
+
+
+class PreparedInsert:
+    """``INSERT INTO table (columns...) VALUES (...)``; rows are tuples in ``columns`` order."""
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self._table = table
+        self.columns = tuple(columns)
+        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
+
+    def execute(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+        compiled = self._for(connection.dialect)
+        connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        key = (dialect.name, dialect.driver, str(dialect.paramstyle))
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = _Compiled(self._table, self.columns, dialect)
+        return found
+
+
+class _Compiled:
+    """The driver's SQL for one dialect, and how a row becomes its parameters: SQLAlchemy
+    orders an INSERT's columns as the table does, and each column may process its value."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        order = list(compiled.positiontup or ())
+        if not compiled.positional or sorted(order) != sorted(columns):
+            raise RuntimeError(f"{dialect.name}: no positional INSERT of {columns}")
+        self.sql = compiled.string
+        self._take = [columns.index(name) for name in order]
+        self._process: list[tuple[int, _Processor, bool]] = []
+        for position, name in enumerate(order):
+            column: Column[Any] = table.c[name]
+            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                # The rows of a batch mostly share their timestamps (one database clock
+                # reading): a timestamp like the last one reuses its processed value.
+                repeats = column.type.python_type is datetime
+                self._process.append((position, processor, repeats))
+
+    def parameters(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        take, process = self._take, self._process
+        last: dict[int, tuple[Any, Any]] = {}
+        out = []
+        for row in rows:
+            values = [row[index] for index in take]
+            for position, processor, repeats in process:
+                value = values[position]
+                if value is None:  # NULL stays NULL: JSON None is SQL NULL, never 'null'
+                    continue
+                if repeats:
+                    seen = last.get(position)
+                    if seen is not None and seen[0] == value:
+                        values[position] = seen[1]
+                        continue
+                    last[position] = (value, processor(value))
+                    values[position] = last[position][1]
+                else:
+                    values[position] = processor(value)
+            out.append(tuple(values))
+        return out
