@@ -17,7 +17,6 @@ _UTC = timezone.utc
 # SQLite's CURRENT_TIMESTAMP has this shape; storing bound values the same way keeps text
 # comparisons against the database clock correct.
 _SQLITE_STORAGE = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d"
-_SQLITE_REGEXP = r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)"
 
 
 class _SQLiteTimestamp(sqlite.DATETIME):
@@ -39,9 +38,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(
-                _SQLiteTimestamp(  # type: ignore[no-untyped-call]
-                    storage_format=_SQLITE_STORAGE, regexp=_SQLITE_REGEXP
-                )
+                # No regexp: values are read with datetime.fromisoformat, in C.
+                _SQLiteTimestamp(storage_format=_SQLITE_STORAGE)  # type: ignore[no-untyped-call]
             )
         return dialect.type_descriptor(TIMESTAMP())
 
