@@ -9,11 +9,12 @@ transaction each:
   'created' log row; commit.
 - bulk enqueue: the same, with one executemany for the tasks and one for the log rows.
 - get: select the row by primary key and decode its JSON (autocommit: one round trip).
-- claim (n): lock the worker row (status, capacity, load, clock); read the enabled types;
-  select up to n due pending tasks in claim order FOR UPDATE SKIP LOCKED (SQLite: under
-  BEGIN IMMEDIATE); lock the types' config rows and count their running tasks
-  (max_concurrent); mark the tasks running; insert one 'claimed' log row each; add n to the
-  worker's load; commit.
+- claim (n): lock the worker row (status, capacity, load); read the enabled types' limits
+  and count their running tasks; select up to n due pending tasks in claim order FOR UPDATE
+  SKIP LOCKED (SQLite: under BEGIN IMMEDIATE), with the clock; mark them running; insert
+  one 'claimed' log row each; add n to the worker's load; lock the taken types' config rows
+  and count again (max_concurrent, own rows included); commit. Over a limit: roll back and
+  claim again with the config rows locked before the count.
 - complete: guarded update (same task, status, worker, attempt); release the worker's slot;
   insert the 'completed' log row; commit.
 """
@@ -114,6 +115,10 @@ class Ours:
 
     def close(self) -> None:
         self.storage.close()
+
+
+class _OverLimit(Exception):
+    pass
 
 
 class RawDriver:
@@ -252,6 +257,33 @@ class RawDriver:
         return values
 
     def claim(self, worker_id: str, limit: int = 1) -> list[tuple[str, str, int]]:
+        try:
+            return self._claim(worker_id, limit, lock_first=False)
+        except _OverLimit:
+            return self._claim(worker_id, limit, lock_first=True)
+
+    def _limits(self, kinds: list[str] | None, lock: bool) -> dict[str, int]:
+        """max_concurrent less the running count, per enabled type of ``kinds``."""
+        raw, cur, p = self.raw, self.cur, self.raw.p
+        sql = self.sql_limits if lock else self.sql_limits.replace(raw.for_update, "")
+        if kinds is None:
+            cur.execute(sql)
+        else:
+            cur.execute(
+                sql.replace(" ORDER BY", f" AND task_type IN ({raw.marks(len(kinds))}) ORDER BY"),
+                kinds,
+            )
+        limits = dict(cur.fetchall())
+        if not limits:
+            return {}
+        kinds = list(limits)
+        cur.execute(
+            self.sql_running.replace("IN (" + p + ")", f"IN ({raw.marks(len(kinds))})"), kinds
+        )
+        running = dict(cur.fetchall())
+        return {k: n - running.get(k, 0) for k, n in limits.items()}
+
+    def _claim(self, worker_id: str, limit: int, lock_first: bool) -> list[tuple[str, str, int]]:
         raw, cur, p = self.raw, self.cur, self.raw.p
         raw.begin()
         try:
@@ -261,29 +293,10 @@ class RawDriver:
             if status != "online" or wanted <= 0:
                 raw.commit()
                 return []
-            # The types' config rows, locked in key order (max_concurrent), then their
-            # running counts: the free slots.
-            if supported is None:
-                cur.execute(self.sql_limits)
-            else:
-                kinds = json.loads(supported)
-                cur.execute(
-                    self.sql_limits.replace(
-                        " ORDER BY", f" AND task_type IN ({raw.marks(len(kinds))}) ORDER BY"
-                    ),
-                    kinds,
-                )
-            limits = dict(cur.fetchall())
-            if not limits:
-                raw.commit()
-                return []
-            kinds = list(limits)
-            cur.execute(
-                self.sql_running.replace("IN (" + p + ")", f"IN ({raw.marks(len(kinds))})"),
-                kinds,
-            )
-            running = dict(cur.fetchall())
-            free = {k: n - running.get(k, 0) for k, n in limits.items() if n > running.get(k, 0)}
+            # The free slots (max_concurrent): counted now, checked again under the config
+            # rows' locks just before the commit (or locked first, after a conflict).
+            supported_kinds = None if supported is None else json.loads(supported)
+            free = {k: n for k, n in self._limits(supported_kinds, lock_first).items() if n > 0}
             if not free:
                 raw.commit()
                 return []
@@ -327,6 +340,11 @@ class RawDriver:
                 ],
             )
             cur.execute(self.sql_load, (len(rows), worker_id))
+            if not lock_first:
+                taken = sorted({row[1] for row in rows})
+                after = self._limits(taken, lock=True)
+                if any(after.get(kind, -1) < 0 for kind in taken):
+                    raise _OverLimit
             raw.commit()
         except BaseException:
             raw.rollback()

@@ -28,6 +28,7 @@ from asynctaskmanager import (
     RetryStrategy,
     Storage,
     SweepReport,
+    Task,
     TaskConfig,
     TaskFilter,
     TaskPriority,
@@ -47,6 +48,7 @@ from asynctaskmanager.infrastructure.queue import db_now
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
+from tests.conftest import mysql_only
 
 T = TypeVar("T")
 
@@ -881,3 +883,37 @@ def test_register_again_takes_back_what_the_old_incarnation_held(
     assert (stored.status, stored.retry_count) == (TaskStatus.PENDING, 1)
     assert load_of(storage) == 0
     assert queue.complete(held) is False
+
+
+@mysql_only
+def test_claim_rechecks_max_concurrent_after_a_concurrent_claim_commits(
+    mysql_storage: Storage,
+) -> None:
+    """Another claimer has marked a task running and holds the type's config row (it is
+    checking the limit): ours counts without it, takes a task, then waits for the row. When
+    the other commits, ours finds the type over its limit, rolls back, counts again under
+    the lock and takes nothing."""
+    storage, queue = mysql_storage, mysql_storage.queue
+    configure(storage, max_concurrent=1)
+    register(queue, "w1")
+    register(queue, "w2")
+    first, _ = queue.enqueue_many(TaskRequest("job") for _ in range(2))
+    claimed: list[list[Task]] = []
+    with storage.engine.connect() as other:
+        other.execute(
+            update(t)
+            .where(t.c.task_id == first.task_id)
+            .values(status=TaskStatus.RUNNING.value, worker_id="w2", started_at=func.now())
+        )
+        other.exec_driver_sql("SELECT * FROM task_config WHERE task_type = 'job' FOR UPDATE")
+        claimer = threading.Thread(target=lambda: claimed.append(queue.claim("w1")))
+        claimer.start()
+        claimer.join(timeout=1.0)
+        assert claimer.is_alive()  # waiting for the config row, its task already marked
+        other.commit()
+    claimer.join(timeout=30)
+    assert claimed == [[]]
+    running = storage.tasks.list(TaskFilter(status=TaskStatus.RUNNING))
+    assert [task.task_id for task in running] == [first.task_id]
+    assert load_of(storage, "w1") == 0
+    assert storage.task_logs.count_for_task(running[0].task_id) == 1  # created only

@@ -4,14 +4,18 @@ Every operation is one transaction, run through ``Storage.run`` so that deadlock
 lock-wait timeouts are retried with jitter. Time is always the database's clock: a worker
 whose own clock is off can neither claim early nor rescue a live task.
 
-Locks are taken in one order everywhere, task rows before worker rows, except in a claim,
-which locks its own worker row, then the task-config rows of the types it may claim (in key
-order: this serialises the claimers of a type, so max_concurrent is exact), then only
-pending task rows, skipping those locked by others. Nothing else locks task-config rows, and
-with SKIP LOCKED a claim never waits on a task row, so the two orders cannot deadlock. In the
-plain FOR UPDATE fallback a claim may wait on a row that a sweep is requeueing while the
-sweep waits on that claim's worker row: the server breaks that rare deadlock and the loser
-is retried like any other.
+Locks are taken in one order everywhere, task rows before worker rows, except in a claim.
+A claim locks its own worker row, then pending task rows, skipping those locked by others,
+and last the task-config rows of the types it took (in key order), to check max_concurrent
+against the running count, its own rows included, just before it commits. Claimers of a
+type are serialised only for that check and the commit, and the check is exact: each one
+sees every claim committed before it. A claim that would exceed a limit is rolled back and
+run again the careful way, which locks the config rows first (that way is also the only way
+where the server has no SKIP LOCKED). Nothing else locks task-config rows, and with SKIP
+LOCKED a claim never waits on a task row, so the orders cannot deadlock. In the plain FOR
+UPDATE fallback a claim may wait on a row that a sweep is requeueing while the sweep waits
+on that claim's worker row: the server breaks that rare deadlock and the loser is retried
+like any other.
 """
 
 from __future__ import annotations
@@ -96,9 +100,11 @@ _ENABLED_LIMITS = (
     select(cfg.c.task_type, cfg.c.max_concurrent)
     .where(cfg.c.enabled == True)  # noqa: E712
     .order_by(cfg.c.task_type)
-    .with_for_update()
 )
-_SUPPORTED_LIMITS = _ENABLED_LIMITS.where(cfg.c.task_type.in_(bindparam("p_types", expanding=True)))
+_LIMITS_OF = _ENABLED_LIMITS.where(cfg.c.task_type.in_(bindparam("p_types", expanding=True)))
+# The same, with the rows locked in key order (see the module's docstring).
+_LOCK_ENABLED_LIMITS = _ENABLED_LIMITS.with_for_update()
+_LOCK_LIMITS_OF = _LIMITS_OF.with_for_update()
 _RUNNING_BY_TYPE = (
     select(t.c.task_type, func.count())
     .where(
@@ -290,9 +296,20 @@ class TaskQueue:
         """
         check.identifier("worker_id", worker_id)
         check.integer("limit", limit, 1, CLAIM_MAX)
-        return self._storage.run(lambda uow: self._claim(uow, worker_id, limit))
+        if self._storage.profile.supports_skip_locked(self._storage.engine.dialect):
+            try:
+                return self._storage.run(partial(self._claim, worker_id=worker_id, limit=limit))
+            except _OverLimit:
+                pass  # rolled back; a type is at its max_concurrent: count under its lock
+        return self._storage.run(
+            partial(self._claim, worker_id=worker_id, limit=limit, lock_limits_first=True)
+        )
 
-    def _claim(self, uow: UnitOfWork, worker_id: str, limit: int) -> list[Task]:
+    def _claim(
+        self, uow: UnitOfWork, worker_id: str, limit: int, lock_limits_first: bool = False
+    ) -> list[Task]:
+        """One claim, checking max_concurrent last (see the module's docstring) unless
+        ``lock_limits_first``: then the config rows are locked before anything is counted."""
         session = uow.connection
         worker = session.execute(_LOCK_WORKER, {"p_worker_id": worker_id}).first()
         if worker is None:
@@ -301,7 +318,9 @@ class TaskQueue:
         wanted = min(limit, capacity - load)
         if status != WorkerStatus.ONLINE.value or wanted <= 0:
             return []
-        room = _free_slots(session, supported)
+        if supported is not None and not supported:
+            return []
+        room = _free_slots(session, supported, lock=lock_limits_first)
         if not room:
             return []
         skip_locked = self._storage.profile.supports_skip_locked(session.dialect)
@@ -333,6 +352,11 @@ class TaskQueue:
             for row in candidates
         )
         session.execute(_ADD_LOAD, {"p_worker_id": worker_id, "p_count": len(candidates)})
+        if not lock_limits_first:
+            taken = sorted({row["task_type"] for row in candidates})
+            free = _free_slots(session, taken, lock=True, keep_full=True)
+            if any(free.get(task_type, -1) < 0 for task_type in taken):
+                raise _OverLimit  # or a type was disabled meanwhile
         running = {"status": TaskStatus.RUNNING, "worker_id": worker_id, "started_at": now}
         return [restore(Task, row | running) for row in candidates]
 
@@ -677,18 +701,19 @@ def _claim_statement(types: tuple[str, ...], limit: int, skip_locked: bool) -> S
     return claim_statement(types, limit, skip_locked=skip_locked)
 
 
-def _free_slots(session: Connection, supported: list[str] | None) -> dict[str, int]:
-    """Free running slots of each enabled type the worker supports, with their rows locked.
+def _free_slots(
+    session: Connection, types: list[str] | None, *, lock: bool, keep_full: bool = False
+) -> dict[str, int]:
+    """Free running slots (max_concurrent less the running count) of each enabled type of
+    ``types`` (None: every type); only types with a free slot unless ``keep_full``.
 
-    The task-config rows are locked in key order, so two claimers never count the same free
-    slot and never deadlock on each other. Only claims lock them.
+    With ``lock`` the task-config rows are locked first, in key order, so that two claimers
+    never count the same free slot and never deadlock on each other. Only claims lock them.
     """
-    if supported is not None and not supported:
-        return {}
-    if supported is None:
-        rows = session.execute(_ENABLED_LIMITS)
+    if types is None:
+        rows = session.execute(_LOCK_ENABLED_LIMITS if lock else _ENABLED_LIMITS)
     else:
-        rows = session.execute(_SUPPORTED_LIMITS, {"p_types": list(supported)})
+        rows = session.execute(_LOCK_LIMITS_OF if lock else _LIMITS_OF, {"p_types": list(types)})
     max_running: dict[str, int] = {task_type: n for task_type, n in rows}
     if not max_running:
         return {}
@@ -699,7 +724,7 @@ def _free_slots(session: Connection, supported: list[str] | None) -> dict[str, i
         counted = session.execute(_RUNNING_BY_TYPE, {"p_types": list(max_running)})
     running: dict[str, int] = dict(counted.all())
     free = {task_type: n - running.get(task_type, 0) for task_type, n in max_running.items()}
-    return {task_type: n for task_type, n in free.items() if n > 0}
+    return free if keep_full else {task_type: n for task_type, n in free.items() if n > 0}
 
 
 def _pick(
@@ -741,6 +766,10 @@ def _pick(
             del room[task_type]
     chosen.sort(key=lambda row: (-row["priority"], row["created_at"], row["task_id"]))
     return chosen, now
+
+
+class _OverLimit(Exception):
+    """A claim's own tasks would take a type past its max_concurrent: roll it back."""
 
 
 class _WorkerAlive(Exception):
