@@ -172,6 +172,23 @@ def test_task_create_many(storage: Storage) -> None:
     assert near_now(storage.tasks.get("bulk-00008").created_at)
 
 
+def test_task_create_many_keeps_each_rows_timestamps(storage: Storage) -> None:
+    # Rows of a batch that share a timestamp reuse its processed value; each row must
+    # still get its own, in any order, in any zone.
+    first = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    same_instant = first.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    other = first + timedelta(seconds=1)
+    stamps = [first, first, other, same_instant, first, other, other]
+    storage.tasks.create_many(
+        Task("stamp", task_id=f"s{i}", created_at=stamp, scheduled_at=stamp)
+        for i, stamp in enumerate(stamps)
+    )
+    for i, stamp in enumerate(stamps):
+        task = storage.tasks.get(f"s{i}")
+        assert task.created_at == stamp and task.scheduled_at == stamp
+        assert task.created_at.tzinfo == timezone.utc
+
+
 def test_task_create_many_is_all_or_nothing(storage: Storage) -> None:
     storage.tasks.create(Task("email", task_id="taken"))
     batch = [Task("email", task_id=f"new-{i}") for i in range(5)]

@@ -11,10 +11,11 @@ stay SQLAlchemy's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Table, insert
+
+from asynctaskmanager.infrastructure.types import UTCDateTime
 
 _Processor = Callable[[Any], Any]
 
@@ -57,7 +58,7 @@ class _Compiled:
             if processor is not None:
                 # The rows of a batch mostly share their timestamps (one database clock
                 # reading): a timestamp like the last one reuses its processed value.
-                repeats = column.type.python_type is datetime
+                repeats = isinstance(column.type, UTCDateTime)
                 self._process.append((position, processor, repeats))
 
     def parameters(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
