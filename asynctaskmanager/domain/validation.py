@@ -179,6 +179,8 @@ def json_document(field: str, value: object) -> Any:
     """
     if value is None:
         return None
+    if type(value) is dict and _flat_bound(value) <= limits.JSON_MAX_BYTES:
+        return value
     # An upper bound of the encoded size, summed on the way: only a document that might be
     # too large is encoded to measure it exactly (most are far below the limit).
     bound = 0
@@ -227,6 +229,28 @@ def json_document(field: str, value: object) -> Any:
 # One encoder for the process: json.dumps with any option builds a new JSONEncoder per call,
 # and every task written encodes its payload.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _flat_bound(document: dict[Any, Any]) -> int:
+    """The size bound of the walk below, for the common payload: one object of string keys
+    and plain ASCII, integer, boolean or null values. Anything else returns a bound past the
+    limit, so the full walk checks it (and raises the precise error)."""
+    bound = 2
+    for key, item in document.items():
+        kind = type(item)
+        if type(key) is not str or not key.isascii():
+            return _NOT_FLAT
+        if kind is str and item.isascii():
+            bound += 6 * len(item)
+        elif kind is int:
+            bound += item.bit_length() // 3
+        elif item is not None and kind is not bool:
+            return _NOT_FLAT
+        bound += 6 * len(key) + 10  # quotes, colon, comma, and up to 5 for the value
+    return bound
+
+
+_NOT_FLAT = limits.JSON_MAX_BYTES + 1
 
 
 def dumps(value: object) -> str:
