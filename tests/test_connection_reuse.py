@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
-from asynctaskmanager import ExecutorType, Storage, TaskConfig
+from asynctaskmanager import AsyncTaskManagerError, ExecutorType, Storage, TaskConfig
 from tests.conftest import mysql_only
 
 
@@ -52,3 +53,25 @@ def test_a_committed_unit_of_work_returns_its_connection_without_a_rollback(
     assert first == second == third  # one pooled connection throughout
     assert after_commit == before  # no reset rollback after the commit
     assert after_rollback == after_commit + 1  # the uncommitted one was rolled back, once
+
+
+def test_a_failed_commit_does_not_leave_its_transaction_in_the_pool(
+    sqlite_storage: Storage,
+) -> None:
+    # A deferred foreign key fails at COMMIT and leaves SQLite's transaction open: the pool
+    # must still roll it back, or the next unit of work cannot begin.
+    with sqlite_storage.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        connection.exec_driver_sql(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER"
+            " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    with pytest.raises(AsyncTaskManagerError), sqlite_storage.unit_of_work() as uow:
+        uow.connection.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
+        uow.commit()
+
+    sqlite_storage.task_configs.create(_config("after"))
+
+    assert sqlite_storage.task_configs.find("after") is not None
+    with sqlite_storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM child").scalar_one() == 0

@@ -142,7 +142,8 @@ def _reset_unless_ended(dbapi_connection: Any, record: Any, state: Any) -> None:
     not marked (used outside a unit of work) is rolled back as usual; if that fails, the
     pool discards it.
     """
-    if record.info.pop(TRANSACTION_ENDED, False) or state.transaction_was_reset:
+    ended = record is not None and record.info.pop(TRANSACTION_ENDED, False)
+    if ended or state.transaction_was_reset:
         return
     if state.asyncio_safe:
         dbapi_connection.rollback()

@@ -122,9 +122,14 @@ class UnitOfWork:
             if connection is not None:
                 try:
                     # Statements after commit() opened a new transaction: roll it back too.
-                    if not self._committed or connection.in_transaction():
+                    active = connection.in_transaction()
+                    if not self._committed or active:
                         connection.rollback()
-                    if not connection.invalidated:  # .info would reconnect
+                    # The pool may skip its own rollback only if ours or the commit surely
+                    # ended the transaction: not after a failed COMMIT, which leaves an
+                    # inactive transaction that rollback() does not send to the server.
+                    ended = active or self._committed
+                    if ended and not (connection.closed or connection.invalidated):
                         connection.info[TRANSACTION_ENDED] = True
                 finally:
                     connection.close()
