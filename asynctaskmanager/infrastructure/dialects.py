@@ -108,7 +108,9 @@ def _mysql_configure(engine: Engine) -> None:
         if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
             return
         try:
-            dbapi_connection.ping()
+            # The dialect's ping never reconnects by itself (PyMySQL's would, and lose the
+            # session's isolation level and time zone).
+            engine.dialect.do_ping(dbapi_connection)
         except dbapi_error as error:
             # The pool replaces the connection and checks out again.
             raise DisconnectionError("stale connection found by ping") from error
