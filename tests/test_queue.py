@@ -917,3 +917,24 @@ def test_claim_rechecks_max_concurrent_after_a_concurrent_claim_commits(
     assert [task.task_id for task in running] == [first.task_id]
     assert load_of(storage, "w1") == 0
     assert storage.task_logs.count_for_task(running[0].task_id) == 1  # created only
+
+
+def test_enqueue_with_a_delay_returns_the_stored_whole_second(
+    storage: Storage, queue: TaskQueue
+) -> None:
+    configure(storage)
+    task = queue.enqueue("job", delay=timedelta(seconds=30, microseconds=600_000))
+    assert task.scheduled_at is not None and task.scheduled_at.microsecond == 0
+    assert storage.tasks.get(task.task_id).scheduled_at == task.scheduled_at
+
+
+def test_enqueue_checks_a_payload_changed_after_its_request_was_made(
+    storage: Storage, queue: TaskQueue
+) -> None:
+    configure(storage)
+    request = TaskRequest("job", {"n": 1})
+    request.payload["bad"] = float("nan")
+    with pytest.raises(ValidationError) as refused:
+        queue.enqueue_many([request])
+    assert refused.value.field == "payload"
+    assert storage.tasks.count() == 0

@@ -784,12 +784,14 @@ def _new_task(request: TaskRequest, defaults: dict[str, Row[Any]], now: datetime
         raise TaskTypeDisabledError(request.task_type)
     scheduled_at = request.scheduled_at
     if request.delay is not None:
-        scheduled_at = now + request.delay
+        scheduled_at = (now + request.delay).replace(microsecond=0)  # TIMESTAMP: whole seconds
         if scheduled_at > limits.TIMESTAMP_MAX:
             raise ValidationError(
                 "delay", f"must end by {limits.TIMESTAMP_MAX.isoformat()}", request.delay
             )
-    # The request was validated when it was made, the config when it was stored.
+    # Checked again: the request is frozen, but a payload dict can change after it was made.
+    check.json_document("payload", request.payload)
+    # The rest of the request was validated when it was made, the config when it was stored.
     return restore(
         Task,
         {
