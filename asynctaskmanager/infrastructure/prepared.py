@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Column, Connection, Dialect, Table, insert
 
@@ -26,17 +27,18 @@ class PreparedInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self._table = table
         self.columns = tuple(columns)
-        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
+        # Per dialect object: the bind processors take its JSON serializer, and an engine
+        # that goes away takes its entry with it.
+        self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()
 
     def execute(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
         compiled = self._for(connection.dialect)
         connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        key = (dialect.name, dialect.driver, str(dialect.paramstyle))
-        found = self._compiled.get(key)
+        found = self._compiled.get(dialect)
         if found is None:
-            found = self._compiled[key] = _Compiled(self._table, self.columns, dialect)
+            found = self._compiled[dialect] = _Compiled(self._table, self.columns, dialect)
         return found
 
 
