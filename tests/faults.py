@@ -408,6 +408,7 @@ class RecordCheck:
     completions: int = 0
     refused: int = 0
     transient: int = 0
+    transient_unknown: int = 0  # of those, COMMITs whose outcome the caller cannot know
     self_kills: Counter[str] = field(default_factory=Counter)
     operations: Counter[str] = field(default_factory=Counter)
     enqueued: set[str] = field(default_factory=set)
@@ -445,6 +446,8 @@ def check_records(lines: Sequence[list[str]]) -> RecordCheck:
             result.self_kills[" ".join(words[1:])] += 1
         elif kind == "T":
             result.transient += 1
+            if words[-1] == "unknown":
+                result.transient_unknown += 1
         elif kind == "O":
             result.operations[words[1]] += 1
         elif kind == "E":

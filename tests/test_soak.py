@@ -231,7 +231,8 @@ def test_soak_with_random_faults(
             f"({', '.join(f'{n} {op}' for op, n in seen.operations.most_common())}), "
             f"faults: {connection_kills} connection KILLs, {process_kills} process SIGKILLs "
             f"({respawns_same_id} respawned under the same id), {seen.transient} "
-            f"TransientStorageErrors seen by callers; {len(in_database)} tasks "
+            f"TransientStorageErrors seen by callers ({seen.transient_unknown} at a COMMIT of "
+            f"unknown outcome); {len(in_database)} tasks "
             f"{dict(sorted(statuses.items()))}; sweeps to settle {rounds}; "
             f"violations {len(violations)}",
         )
