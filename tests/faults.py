@@ -371,7 +371,21 @@ def report(config: pytest.Config, line: str) -> None:
 
 # --- the processes that get killed ---------------------------------------------------------------
 
+
 # Short on purpose: a killed worker's tasks come back within two seconds.
+def open_backend(
+    request: pytest.FixtureRequest, backend: str, settings: QueueSettings
+) -> tuple[Storage, URL]:
+    """The test's own database on ``backend`` ("sqlite": a fresh file; "mysql": an emptied
+    scratch database), opened with ``settings``, and its URL for the child processes."""
+    if backend == "mysql":
+        database: URL = request.getfixturevalue("mysql_storage").engine.url
+    else:
+        database = request.getfixturevalue("sqlite_url")
+    url = database.render_as_string(hide_password=False)
+    return open_storage(url, upgrade=backend == "sqlite", queue_settings=settings), database
+
+
 SHORT_SETTINGS = QueueSettings(
     heartbeat_interval=timedelta(seconds=1),
     missed_heartbeats=1,

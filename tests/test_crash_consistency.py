@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, func, select
+from sqlalchemy import func, select
 
 from asynctaskmanager import (
     ExecutorType,
@@ -33,7 +33,6 @@ from asynctaskmanager import (
     TaskRequest,
     TaskStatus,
     Worker,
-    open_storage,
 )
 from asynctaskmanager.infrastructure.schema import task_log_table, task_table
 from tests.faults import (
@@ -41,6 +40,7 @@ from tests.faults import (
     check_records,
     consistency_violations,
     crash_worker,
+    open_backend,
     read_records,
     report,
     status_counts,
@@ -167,12 +167,8 @@ def _sweep_until_stable(storage: Storage) -> int:
 def test_sigkilled_workers_lose_nothing_and_double_nothing(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
-    if backend == "mysql":
-        database: URL = request.getfixturevalue("mysql_storage").engine.url
-    else:
-        database = request.getfixturevalue("sqlite_url")
+    storage, database = open_backend(request, backend, SHORT_SETTINGS)
     url = database.render_as_string(hide_password=False)
-    storage = open_storage(url, upgrade=backend == "sqlite", queue_settings=SHORT_SETTINGS)
     records = tmp_path / "records"
     records.mkdir()
     figures = Figures()

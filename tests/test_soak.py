@@ -37,7 +37,6 @@ from asynctaskmanager import (
     Storage,
     TaskConfig,
     TaskStatus,
-    open_storage,
 )
 from asynctaskmanager.infrastructure.schema import task_table
 from tests.faults import (
@@ -46,6 +45,7 @@ from tests.faults import (
     ConnectionKiller,
     check_records,
     consistency_violations,
+    open_backend,
     read_records,
     report,
     soak_actor,
@@ -124,14 +124,9 @@ def test_soak_with_random_faults(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
     duration = SECONDS / BACKENDS
-    server: URL | None = None
-    if backend == "mysql":
-        database: URL = request.getfixturevalue("mysql_storage").engine.url
-        server = database
-    else:
-        database = request.getfixturevalue("sqlite_url")
+    storage, database = open_backend(request, backend, SOAK_SETTINGS)
     url = database.render_as_string(hide_password=False)
-    storage = open_storage(url, upgrade=backend == "sqlite", queue_settings=SOAK_SETTINGS)
+    server = database if backend == "mysql" else None  # connection KILLs need a server
     records = tmp_path / "records"
     records.mkdir()
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
