@@ -10,7 +10,6 @@ see the figures.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -398,7 +397,7 @@ def test_killed_worker_tasks_are_taken_back_and_completed_once(
     assert {task.task_id for task in old_tasks} == held_ids
     assert all(task.worker_id == "victim" for task in old_tasks)
     assert victim.pid is not None
-    os.kill(victim.pid, signal.SIGKILL)
+    victim.kill()
     victim.join(timeout=10)
     assert victim.exitcode == -signal.SIGKILL
 

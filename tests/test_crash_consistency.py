@@ -125,7 +125,9 @@ def _run_kills(url: str, storage: Storage, records: Path, figures: Figures) -> N
             if child.deadline is None and child.ready.is_set():
                 child.deadline = now + rng.uniform(0.0, 0.25)
             if child.deadline is not None and now >= child.deadline:
-                os.kill(child.process.pid, signal.SIGKILL)
+                # Process.kill(), not os.kill(): the forkserver reaps a child that killed
+                # itself, so its pid can be gone before we see an exit code.
+                child.process.kill()
                 figures.external_kills += 1
                 child.deadline = float("inf")
         if now >= next_sweep:
@@ -140,7 +142,7 @@ def _run_kills(url: str, storage: Storage, records: Path, figures: Figures) -> N
             break
     for child in children:
         if child.process.exitcode is None:
-            os.kill(child.process.pid, signal.SIGKILL)
+            child.process.kill()
             figures.external_kills += 1
         child.process.join(10)
         if child.process.exitcode == -signal.SIGKILL:

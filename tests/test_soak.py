@@ -21,7 +21,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import signal
 import threading
 import time
 from collections import Counter
@@ -162,7 +161,7 @@ def test_soak_with_random_faults(
                 next_kill = time.time() + rng.uniform(1, 4)
                 worker_id = rng.choice(sorted(actors))
                 victim = actors.pop(worker_id)
-                os.kill(victim.pid, signal.SIGKILL)
+                victim.kill()
                 victim.join(10)
                 process_kills += 1
                 incarnation += 1
@@ -182,7 +181,7 @@ def test_soak_with_random_faults(
             process.join(max(5.0, stop_at - time.time() + 30))
             if process.exitcode is None:
                 stragglers += 1
-                os.kill(process.pid, signal.SIGKILL)
+                process.kill()
                 process.join(10)
         rounds = _sweep_until_stable(storage)
 
