@@ -34,6 +34,9 @@ MYSQL_SQL_MODE = (
 # '+00:00', not 'UTC': the named zone needs the server's time-zone tables, often not loaded.
 MYSQL_INIT_COMMAND = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
 
+# A Connection execution option: this unit of work only reads (see _sqlite_configure).
+READ_ONLY = "asynctaskmanager_read_only"
+
 _MYSQL_DUPLICATE = {1062}
 _MYSQL_TRANSIENT = {
     1205,  # lock wait timeout
@@ -157,12 +160,14 @@ def _sqlite_engine_options() -> dict[str, Any]:
 
 
 def _sqlite_configure(engine: Engine) -> None:
-    """Writers take the database lock when their transaction begins.
+    """Writers take the database lock when their transaction begins; readers never do.
 
     SQLite ignores FOR UPDATE, so a claim's select-then-update is only safe if no other
     writer can come between the two: BEGIN IMMEDIATE makes every transaction a writer
-    from its first statement. pysqlite's own transaction handling is switched off so that
-    SQLAlchemy's BEGIN is the only one.
+    from its first statement. A read-only unit of work begins deferred instead, so that
+    under WAL it reads its snapshot without waiting for a writer or holding one up.
+    pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN is the
+    only one.
     """
 
     @event.listens_for(engine, "connect")
@@ -180,7 +185,8 @@ def _sqlite_configure(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _sqlite_classify(error: DBAPIError) -> ErrorKind:

@@ -73,10 +73,10 @@ class Storage:
     def backend(self) -> str:
         return "memory" if self._memory else self.profile.name
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.profile, self._guard)
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.profile, self._guard, read_only=read_only)
 
-    def run(self, work: Callable[[UnitOfWork], T]) -> T:
+    def run(self, work: Callable[[UnitOfWork], T], *, read_only: bool = False) -> T:
         """Run ``work`` in one transaction and commit it, retrying transient failures.
 
         ``work`` may run more than once, so it must not have effects outside the database.
@@ -84,7 +84,7 @@ class Storage:
         attempt = 0
         while True:
             try:
-                with self.unit_of_work() as uow:
+                with self.unit_of_work(read_only=read_only) as uow:
                     result = work(uow)
                     uow.commit()
                     return result
@@ -116,16 +116,23 @@ class Storage:
 
 
 class _AutoCommit:
-    """A repository whose every call is its own retried transaction."""
+    """A repository whose every call is its own retried transaction (read-only for reads)."""
+
+    _READS = frozenset(
+        {"get", "find", "list", "list_enabled", "count", "list_for_task", "count_for_task"}
+    )
 
     def __init__(self, storage: Storage, name: str) -> None:
         self._storage = storage
         self._name = name
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
+        read_only = method in self._READS
+
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._storage.run(
-                lambda uow: getattr(getattr(uow, self._name), method)(*args, **kwargs)
+                lambda uow: getattr(getattr(uow, self._name), method)(*args, **kwargs),
+                read_only=read_only,
             )
 
         call.__name__ = method

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from asynctaskmanager.errors import StorageError, TransientStorageError
-from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
+from asynctaskmanager.infrastructure.dialects import READ_ONLY, DialectProfile, translate
 from asynctaskmanager.infrastructure.engine import TRANSACTION_ENDED
 from asynctaskmanager.infrastructure.repositories import (
     SqlTaskConfigRepository,
@@ -55,6 +55,11 @@ class UnitOfWork:
 
     Leaving the block without :meth:`commit` rolls everything back. Repositories never
     commit on their own.
+
+    ``read_only=True`` promises that the block only reads. On SQLite its transaction then
+    begins deferred: it reads one snapshot and neither waits for a writer nor holds one
+    up (a write in it may fail with :class:`TransientStorageError` while another writer is
+    busy). On MySQL it is an ordinary transaction: InnoDB needs no hint for plain SELECTs.
     """
 
     tasks: SqlTaskRepository
@@ -63,9 +68,15 @@ class UnitOfWork:
     workers: SqlWorkerRepository
 
     def __init__(
-        self, engine: Engine, profile: DialectProfile, guard: SingleWriterGuard | None
+        self,
+        engine: Engine,
+        profile: DialectProfile,
+        guard: SingleWriterGuard | None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._engine = engine
+        self.read_only = read_only
         self.profile = profile
         self._guard: AbstractContextManager[object] = guard if guard is not None else nullcontext()
         self._connection: Connection | None = None
@@ -84,6 +95,8 @@ class UnitOfWork:
             # A Core connection, not an ORM Session: the repositories issue Core statements
             # only, and a Session's bookkeeping was about half of a short transaction's CPU.
             connection = self._engine.connect()
+            if self.read_only:
+                connection.execution_options(**{READ_ONLY: True})
         except BaseException as error:
             self._guard.__exit__(None, None, None)
             if isinstance(error, DBAPIError):
