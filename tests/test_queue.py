@@ -267,8 +267,14 @@ def test_bulk_enqueue_is_one_transaction(storage: Storage, queue: TaskQueue) -> 
     # thousand rows, so only a rollback of the whole transaction leaves nothing behind.
     batch = [TaskRequest("job", {"i": i}) for i in range(1400)]
     batch.append(TaskRequest("job", task_id=existing.task_id))
-    with pytest.raises(DuplicateError):
+    with pytest.raises(DuplicateError) as raised:
         queue.enqueue_many(batch)
+    assert raised.value.key == existing.task_id
+    assert count_rows(storage) == (1, 1)
+    twice = [TaskRequest("job", task_id=key) for key in ("t-1", "t-2", "t-1")]
+    with pytest.raises(DuplicateError) as raised:
+        queue.enqueue_many(twice)
+    assert raised.value.key == "t-1"
     assert count_rows(storage) == (1, 1)
 
 

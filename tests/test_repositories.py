@@ -195,8 +195,37 @@ def test_task_create_many_is_all_or_nothing(storage: Storage) -> None:
     batch.append(Task("email", task_id="taken"))
     with pytest.raises(DuplicateError) as raised:
         storage.tasks.create_many(batch)
-    assert raised.value.entity == "task"
+    assert (raised.value.entity, raised.value.key) == ("task", "taken")
     assert row_count(storage, "task") == 1
+
+
+def test_create_many_names_a_key_given_twice_and_stores_nothing(storage: Storage) -> None:
+    batch = [Task("email", task_id=key) for key in ("a", "b", "c", "b", "d")]
+    with pytest.raises(DuplicateError) as raised:
+        storage.tasks.create_many(batch)
+    assert (raised.value.entity, raised.value.key) == ("task", "b")
+    logs = [TaskLog("x", LogType.INFO, log_id=key) for key in ("l1", "l2", "l1")]
+    with pytest.raises(DuplicateError) as raised:
+        storage.task_logs.create_many(logs)
+    assert (raised.value.entity, raised.value.key) == ("task_log", "l1")
+    assert row_count(storage, "task") == row_count(storage, "task_log") == 0
+
+
+def test_a_failed_create_many_leaves_no_rows_in_a_unit_of_work_that_goes_on(
+    storage: Storage,
+) -> None:
+    """SQLite keeps the rows of a batch before the failing one: only the SAVEPOINT undoes them."""
+    storage.tasks.create(Task("email", task_id="taken"))
+    with storage.unit_of_work() as uow:
+        uow.tasks.create(Task("email", task_id="kept"))
+        batch = [Task("email", task_id=f"new-{i}") for i in range(3)]
+        with pytest.raises(DuplicateError) as raised:
+            uow.tasks.create_many([*batch, Task("email", task_id="taken")])
+        assert raised.value.key == "taken"
+        uow.tasks.create_many([Task("email", task_id="after-1"), Task("email", task_id="after-2")])
+        uow.commit()
+    stored = {task.task_id for task in storage.tasks.list()}
+    assert stored == {"taken", "kept", "after-1", "after-2"}
 
 
 STATUSES = list(TaskStatus)

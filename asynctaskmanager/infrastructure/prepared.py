@@ -27,6 +27,8 @@ class PreparedInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self._table = table
         self.columns = tuple(columns)
+        (self.key_column,) = table.primary_key.columns
+        self.key_index = self.columns.index(self.key_column.name)
         # Per dialect object: the bind processors take its JSON serializer, and an engine
         # that goes away takes its entry with it.
         self._compiled: WeakKeyDictionary[Dialect, _Compiled] = WeakKeyDictionary()

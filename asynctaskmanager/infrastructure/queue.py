@@ -276,10 +276,14 @@ class TaskQueue:
             defaults = {row.task_type: row for row in rows}
             now = rows[0][-1] if rows else uow.connection.execute(select(db_now())).scalar_one()
             tasks = [_new_task(request, defaults, now) for request in batch]
-            uow.tasks.create_many(tasks)
+            # No SAVEPOINT: any failure here ends the transaction.
+            uow.tasks.create_many(tasks, savepoint=False)
             uow.task_logs.create_many(
-                _log(task.task_id, LogType.CREATED, None, TaskStatus.PENDING, created_at=now)
-                for task in tasks
+                (
+                    _log(task.task_id, LogType.CREATED, None, TaskStatus.PENDING, created_at=now)
+                    for task in tasks
+                ),
+                savepoint=False,
             )
             return tasks
 
@@ -341,15 +345,18 @@ class TaskQueue:
             # the locking is broken. Never hand out a task that someone else may hold.
             raise StorageError(f"claim: {result.rowcount} of {len(ids)} locked rows updated")
         uow.task_logs.create_many(
-            _log(
-                row["task_id"],
-                LogType.CLAIMED,
-                TaskStatus.PENDING,
-                TaskStatus.RUNNING,
-                details={"worker_id": worker_id, "attempt": row["retry_count"] + 1},
-                created_at=now,
-            )
-            for row in candidates
+            (
+                _log(
+                    row["task_id"],
+                    LogType.CLAIMED,
+                    TaskStatus.PENDING,
+                    TaskStatus.RUNNING,
+                    details={"worker_id": worker_id, "attempt": row["retry_count"] + 1},
+                    created_at=now,
+                )
+                for row in candidates
+            ),
+            savepoint=False,
         )
         session.execute(_ADD_LOAD, {"p_worker_id": worker_id, "p_count": len(candidates)})
         if not lock_limits_first:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from datetime import datetime
+from itertools import chain, islice
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Executable, Result
+from sqlalchemy import Connection, Executable, NestedTransaction, Result, select
 from sqlalchemy.exc import DBAPIError
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.errors import NotFoundError, ValidationError
+from asynctaskmanager.errors import DuplicateError, NotFoundError, ValidationError
 from asynctaskmanager.infrastructure.dialects import DialectProfile, translate
 from asynctaskmanager.infrastructure.prepared import PreparedInsert
 
@@ -50,20 +52,55 @@ class SqlRepository:
         kind: type[S],
         values: Callable[[S], tuple[Any, ...]],
         statements: tuple[PreparedInsert, PreparedInsert],
+        *,
+        savepoint: bool = True,
     ) -> int:
-        """Insert ``items`` (entities of ``kind``) in batches of executemany.
+        """Insert ``items`` (entities of ``kind``) in batches of executemany: all or none.
 
-        ``statements``: the INSERT without created_at (the database fills it in) and the one
-        with it, appended to ``values``; executemany needs one column set per statement.
+        A key given twice, or one already stored, raises :class:`DuplicateError` naming it.
+        Several rows go in under a SAVEPOINT, so that a failure leaves none of them in a
+        transaction that the caller goes on with (SQLite keeps the rows of a batch before
+        the failing one). ``savepoint=False`` is for callers whose transaction ends with
+        any failure (the queue): they save the SAVEPOINT's round trips.
         """
+        iterator = iter(items)
+        head = list(islice(iterator, 2))
+        nested = self._connection.begin_nested() if savepoint and len(head) > 1 else None
+        try:
+            total = self._insert_batches(chain(head, iterator), kind, values, statements)
+        except _StoredKey as conflict:
+            # Undo this call's rows first, so that the lookup sees only what was there before.
+            _quietly_roll_back(nested or self._connection)
+            key = self._first_stored(conflict.statement, conflict.rows)
+            raise DuplicateError(self.entity, key) from conflict.error
+        except BaseException:
+            if nested is not None:
+                _quietly_roll_back(nested)
+            raise
+        if nested is not None:
+            nested.commit()
+        return total
+
+    def _insert_batches(
+        self,
+        items: Iterable[S],
+        kind: type[S],
+        values: Callable[[S], tuple[Any, ...]],
+        statements: tuple[PreparedInsert, PreparedInsert],
+    ) -> int:
         batches: dict[PreparedInsert, list[tuple[Any, ...]]] = {
             statements[0]: [],
             statements[1]: [],
         }
+        seen: set[Any] = set()
         total = 0
         for index, item in enumerate(items):
             entity(f"{self.entity}s[{index}]", item, kind)
             statement, row = _insert_of(item, values, statements)
+            key = row[statement.key_index]
+            if key in seen:
+                raise DuplicateError(self.entity, key)
+            seen.add(key)
             batch = batches[statement]
             batch.append(row)
             if len(batch) >= INSERT_BATCH:
@@ -73,30 +110,57 @@ class SqlRepository:
             total += self._insert_batch(statement, batch)
         return total
 
+    def _first_stored(self, statement: PreparedInsert, rows: list[tuple[Any, ...]]) -> Any:
+        """The first key of ``rows`` that the table holds (None if the lookup fails too)."""
+        keys = [row[statement.key_index] for row in rows]
+        column = statement.key_column
+        try:
+            stored = set(self._connection.execute(select(column).where(column.in_(keys))).scalars())
+        except DBAPIError:
+            return None
+        return next((key for key in keys if key in stored), None)
+
     def _insert_one(
         self,
         item: S,
         values: Callable[[S], tuple[Any, ...]],
         statements: tuple[PreparedInsert, PreparedInsert],
-        key: str,
     ) -> None:
         statement, row = _insert_of(item, values, statements)
-        self._insert_batch(statement, [row], key)
+        self._insert_batch(statement, [row])
 
-    def _insert_batch(
-        self, statement: PreparedInsert, rows: list[tuple[Any, ...]], key: str | None = None
-    ) -> int:
+    def _insert_batch(self, statement: PreparedInsert, rows: list[tuple[Any, ...]]) -> int:
         if rows:
             try:
                 statement.execute(self._connection, rows)
             except DBAPIError as error:
-                raise translate(error, self._profile, self.entity, key) from error
+                key = rows[0][statement.key_index] if len(rows) == 1 else None
+                translated = translate(error, self._profile, self.entity, key)
+                if isinstance(translated, DuplicateError) and key is None:
+                    raise _StoredKey(statement, rows, error) from error
+                raise translated from error
         return len(rows)
 
     def _require_one(self, result: Result[Any], key: str) -> None:
         # rowcount counts matched rows on MySQL (the engine sets FOUND_ROWS) and on SQLite.
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFoundError(self.entity, key)
+
+
+class _StoredKey(Exception):
+    """A batch of several rows met a stored key; the driver does not say which one."""
+
+    def __init__(self, statement: PreparedInsert, rows: list[tuple[Any, ...]], error: DBAPIError):
+        super().__init__("duplicate key in a batch")
+        self.statement = statement
+        self.rows = list(rows)
+        self.error = error
+
+
+def _quietly_roll_back(transaction: NestedTransaction | Connection) -> None:
+    """Roll back; on a broken link the failure being raised matters more than this one."""
+    with suppress(DBAPIError):
+        transaction.rollback()
 
 
 def _insert_of(

@@ -48,11 +48,15 @@ class SqlTaskLogRepository(SqlRepository):
 
     def create(self, log: TaskLog) -> None:
         entity("log", log, TaskLog)
-        self._insert_one(log, log_values, _INSERTS, log.log_id)
+        self._insert_one(log, log_values, _INSERTS)
 
-    def create_many(self, logs: Iterable[TaskLog]) -> int:
-        """Insert in batches of executemany; returns how many were inserted."""
-        return self._insert_all(logs, TaskLog, log_values, _INSERTS)
+    def create_many(self, logs: Iterable[TaskLog], *, savepoint: bool = True) -> int:
+        """Insert all or none, in batches of executemany; returns how many were inserted.
+
+        ``savepoint=False`` leaves out the SAVEPOINT that keeps a failed call from leaving
+        rows behind: only for a transaction that will be rolled back after any failure.
+        """
+        return self._insert_all(logs, TaskLog, log_values, _INSERTS, savepoint=savepoint)
 
     def find(self, log_id: str) -> TaskLog | None:
         check.identifier("log_id", log_id)

@@ -79,11 +79,15 @@ class SqlTaskRepository(SqlRepository):
 
     def create(self, task: Task) -> None:
         entity("task", task, Task)
-        self._insert_one(task, task_values, _INSERTS, task.task_id)
+        self._insert_one(task, task_values, _INSERTS)
 
-    def create_many(self, tasks: Iterable[Task]) -> int:
-        """Insert in batches of executemany; returns how many were inserted."""
-        return self._insert_all(tasks, Task, task_values, _INSERTS)
+    def create_many(self, tasks: Iterable[Task], *, savepoint: bool = True) -> int:
+        """Insert all or none, in batches of executemany; returns how many were inserted.
+
+        ``savepoint=False`` leaves out the SAVEPOINT that keeps a failed call from leaving
+        rows behind: only for a transaction that will be rolled back after any failure.
+        """
+        return self._insert_all(tasks, Task, task_values, _INSERTS, savepoint=savepoint)
 
     def find(self, task_id: str) -> Task | None:
         check.identifier("task_id", task_id)
