@@ -289,17 +289,24 @@ def test_library_sessions_run_in_utc_whatever_the_server_or_url_says(
     finally:
         for connection in connections:
             connection.close()
-    # A URL that asks for another zone and charset does not win over the library's settings.
+    # A URL that asks for another zone and charset does not win over the library's settings;
+    # the rest of its init_command still runs.
     url = mysql_database_url.update_query_dict(
-        {"init_command": "SET time_zone = '+08:00'", "charset": "latin1"}
+        {
+            "init_command": "SET time_zone = '+08:00', innodb_lock_wait_timeout = 7",
+            "charset": "latin1",
+        }
     )
     storage = open_storage(url)
     try:
         with storage.engine.connect() as connection:
-            zone, charset = connection.execute(
-                text("SELECT @@session.time_zone, @@session.character_set_connection")
+            zone, charset, lock_wait = connection.execute(
+                text(
+                    "SELECT @@session.time_zone, @@session.character_set_connection, "
+                    "@@session.innodb_lock_wait_timeout"
+                )
             ).one()
-        assert (zone, charset) == ("+00:00", "utf8mb4")
+        assert (zone, charset, int(lock_wait)) == ("+00:00", "utf8mb4", 7)
         storage.tasks.create(Task("t", task_id="url8", created_at=INSTANT.astimezone(PLUS8)))
         assert storage.tasks.get("url8").created_at == INSTANT
         assert mysql_storage.tasks.get("url8").created_at == INSTANT

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import URL, Engine, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
@@ -65,7 +65,7 @@ class ErrorKind:
 @dataclass(frozen=True)
 class DialectProfile:
     name: str
-    engine_options: Callable[[], dict[str, Any]]
+    engine_options: Callable[[URL], dict[str, Any]]
     configure: Callable[[Engine], None]
     classify: Callable[[DBAPIError], ErrorKind]
     index_names_are_per_table: bool
@@ -77,9 +77,12 @@ class DialectProfile:
 # --- MySQL and MariaDB -------------------------------------------------------------------
 
 
-def _mysql_engine_options() -> dict[str, Any]:
+def _mysql_engine_options(url: URL) -> dict[str, Any]:
+    # A user's init_command (a URL query argument) stays the driver's; ours then runs at
+    # connect (see _mysql_configure).
+    init_command = url.query.get("init_command", MYSQL_INIT_COMMAND)
     return {
-        "connect_args": {"charset": "utf8mb4", "init_command": MYSQL_INIT_COMMAND},
+        "connect_args": {"charset": "utf8mb4", "init_command": init_command},
         # Claims and transitions touch rows by key; READ COMMITTED takes no gap locks, which
         # is what turned concurrent claimers' deadlocks into nothing in our runs.
         "isolation_level": "READ COMMITTED",
@@ -91,7 +94,11 @@ PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def _mysql_configure(engine: Engine) -> None:
-    """Stale connections are found before use, at a round trip only where one can be stale.
+    """The session's settings, and stale connections found before use, at a round trip only
+    where one can be stale.
+
+    An ``init_command`` of the user's (a URL query argument) is the driver's; ours then
+    runs at connect, after it, so that the time zone and SQL mode stay the library's.
 
     pool_pre_ping would ping at every checkout: one round trip in four of a short
     transaction. A connection returned less than PING_AFTER_IDLE_SECONDS ago was just
@@ -100,6 +107,15 @@ def _mysql_configure(engine: Engine) -> None:
     any connection lost mid-transaction.
     """
     dbapi_error = engine.dialect.loaded_dbapi.Error
+    if "init_command" in engine.url.query:
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(MYSQL_INIT_COMMAND)
+            finally:
+                cursor.close()
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -155,7 +171,7 @@ MYSQL = DialectProfile(
 # --- SQLite ------------------------------------------------------------------------------
 
 
-def _sqlite_engine_options() -> dict[str, Any]:
+def _sqlite_engine_options(_url: URL) -> dict[str, Any]:
     return {"connect_args": {"check_same_thread": False, "timeout": 30}}
 
 

@@ -116,7 +116,7 @@ def is_memory(url: URL) -> bool:
 
 def build_engine(url: URL, **pool_options: Any) -> tuple[Engine, DialectProfile]:
     profile = profile_for(url.get_backend_name())
-    options = profile.engine_options()
+    options = profile.engine_options(url)
     if is_memory(url):
         # One connection is the whole database; the storage serialises its users.
         options["poolclass"] = StaticPool
