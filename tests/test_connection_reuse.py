@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import URL, text
 
-from asynctaskmanager import AsyncTaskManagerError, ExecutorType, Storage, TaskConfig
+from asynctaskmanager import (
+    AsyncTaskManagerError,
+    ExecutorType,
+    Storage,
+    TaskConfig,
+    TransactionRetry,
+    TransientStorageError,
+)
+from asynctaskmanager.infrastructure.engine import build_engine
 from tests.conftest import mysql_only
 
 
@@ -75,3 +83,29 @@ def test_a_failed_commit_does_not_leave_its_transaction_in_the_pool(
     assert sqlite_storage.task_configs.find("after") is not None
     with sqlite_storage.engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM child").scalar_one() == 0
+
+
+class _CountingRetry(TransactionRetry):
+    def __init__(self) -> None:
+        super().__init__(attempts=6, base_delay=0.0, max_delay=0.0)
+        self.pauses = 0
+
+    def pause(self, attempt: int) -> None:
+        self.pauses += 1
+
+
+def test_an_exhausted_pool_gives_one_transient_error_without_retries(
+    database_url: URL,
+) -> None:
+    engine, profile = build_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    retry = _CountingRetry()
+    storage = Storage(engine, profile, retry=retry)
+    try:
+        # The pool's only connection, held.
+        with engine.connect(), pytest.raises(TransientStorageError) as raised:
+            storage.tasks.count()
+        assert "pool timeout" in str(raised.value)
+        assert not raised.value.outcome_unknown
+        assert retry.pauses == 0  # it already waited the pool timeout: no rerun
+    finally:
+        storage.close()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import URL, Engine
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from asynctaskmanager.domain.repositories import (
     TaskConfigRepository,
@@ -90,7 +91,8 @@ class Storage:
                     return result
             except TransientStorageError as error:
                 attempt += 1
-                if error.outcome_unknown or attempt >= self.retry.attempts:
+                waited_for_pool = isinstance(error.__cause__, PoolTimeoutError)
+                if error.outcome_unknown or waited_for_pool or attempt >= self.retry.attempts:
                     raise
                 self.retry.pause(attempt)
 

@@ -101,6 +101,8 @@ class UnitOfWork:
             self._guard.__exit__(None, None, None)
             if isinstance(error, DBAPIError):
                 raise translate(error, self.profile) from error
+            if isinstance(error, PoolTimeoutError):
+                raise pool_exhausted() from error
             raise
         self._connection = connection
         self._committed = False
@@ -155,6 +157,12 @@ class UnitOfWork:
         if isinstance(exc, DBAPIError):
             raise translate(exc, self.profile) from exc
         if isinstance(exc, PoolTimeoutError):
-            raise TransientStorageError(
-                "no free database connection within the pool timeout (raise max_open?)"
-            ) from exc
+            raise pool_exhausted() from exc
+
+
+def pool_exhausted() -> TransientStorageError:
+    """Every pooled connection stayed busy for the pool timeout (30 s). Nothing was sent, so
+    the caller may retry; Storage.run does not, as it has already waited that long."""
+    return TransientStorageError(
+        "no free database connection within the pool timeout (raise max_open?)"
+    )
