@@ -38,6 +38,7 @@ from asynctaskmanager.errors import (
 )
 from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, MySQLConfig
 from asynctaskmanager.infrastructure.queue import QueueSettings, SweepReport, TaskQueue
+from asynctaskmanager.infrastructure.retention import PruneReport
 from asynctaskmanager.infrastructure.storage import Storage, TransactionRetry, open_storage
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
@@ -52,6 +53,7 @@ __all__ = [
     "LogType",
     "MySQLConfig",
     "NotFoundError",
+    "PruneReport",
     "QueueSettings",
     "RetryPolicy",
     "RetryStrategy",

@@ -1,16 +1,23 @@
 """``asynctaskmanager upgrade``: bring a database to the newest schema without a checkout.
 
-The database is ``--url``, else ``ASYNCTASK_DATABASE_URL``, else ``sqlite:///asynctask.db``.
+``asynctaskmanager prune --days 30`` deletes the tasks (and their log rows) that finished
+more than 30 days ago, for a cron job. The database is ``--url``, else
+``ASYNCTASK_DATABASE_URL``, else ``sqlite:///asynctask.db``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from datetime import timedelta
 
-from asynctaskmanager.errors import AsyncTaskManagerError
+from asynctaskmanager.errors import AsyncTaskManagerError, ValidationError
 from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, build_engine, resolve_url
+from asynctaskmanager.infrastructure.storage import open_storage
+
+URL_HELP = f"database URL (default: ${DATABASE_URL_ENV} or the SQLite file)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,14 +30,18 @@ def main(argv: list[str] | None = None) -> int:
         ("current", "print the database's schema revision"),
     ):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument(
-            "--url", help=f"database URL (default: ${DATABASE_URL_ENV} or the SQLite file)"
-        )
+        command.add_argument("--url", help=URL_HELP)
         if name != "current":
             command.add_argument(
                 "revision", nargs="?", default="head" if name == "upgrade" else None
             )
+    prune = commands.add_parser("prune", help="delete tasks that finished DAYS days ago or more")
+    prune.add_argument("--url", help=URL_HELP)
+    prune.add_argument("--days", type=float, required=True, help="age of the finished tasks")
+    prune.add_argument("--batch-size", type=int, default=1000, help="tasks per transaction")
     args = parser.parse_args(argv)
+    if args.command == "prune":
+        return _prune(args.url, args.days, args.batch_size)
     if args.command in ("downgrade", "stamp") and not args.revision:
         parser.error(f"{args.command} needs a revision, e.g. 'base' or '0001'")
     try:
@@ -48,6 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     except AsyncTaskManagerError as error:
         print(f"asynctaskmanager: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _prune(url: str | None, days: float, batch_size: int) -> int:
+    try:
+        if not math.isfinite(days) or days < 0:
+            raise ValidationError("days", "must be a number of at least 0", days)
+        with open_storage(url) as storage:
+            report = storage.queue.prune(timedelta(days=days), batch_size=batch_size)
+    except AsyncTaskManagerError as error:
+        print(f"asynctaskmanager: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"pruned {report.tasks} tasks and {report.logs} log rows that ended before "
+        f"{report.cutoff.isoformat()}"
+    )
     return 0
 
 

@@ -314,7 +314,7 @@ class RawDriver:
                 return []
             ids = [row[0] for row in rows]
             # '+status' on SQLite: filter only, so that the planner looks the ids up by key
-            # (as the library does; see queue._filter_only).
+            # (as the library does; see expressions.filter_only).
             status_term = "+status" if raw.sqlite else "status"
             cur.execute(
                 f"UPDATE task SET status = 'running', worker_id = {p}, started_at = {p}"

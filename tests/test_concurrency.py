@@ -47,7 +47,8 @@ from asynctaskmanager import (
     TaskStatus,
     WorkerStatus,
 )
-from asynctaskmanager.infrastructure.queue import claim_statement, db_now
+from asynctaskmanager.infrastructure.expressions import db_now
+from asynctaskmanager.infrastructure.queue import claim_statement
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w

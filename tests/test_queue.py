@@ -44,7 +44,7 @@ from asynctaskmanager import (
     can_transition,
 )
 from asynctaskmanager.domain.lifecycle import ensure_transition
-from asynctaskmanager.infrastructure.queue import db_now
+from asynctaskmanager.infrastructure.expressions import db_now
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w

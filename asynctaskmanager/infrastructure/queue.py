@@ -41,9 +41,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
@@ -60,8 +57,10 @@ from asynctaskmanager.errors import (
     UnknownTaskTypeError,
     ValidationError,
 )
+from asynctaskmanager.infrastructure.expressions import db_now, filter_only
 from asynctaskmanager.infrastructure.repositories.task_configs import row_to_config
 from asynctaskmanager.infrastructure.repositories.tasks import row_to_task
+from asynctaskmanager.infrastructure.retention import FINAL_STATUSES, PruneReport, prune_finished
 from asynctaskmanager.infrastructure.schema import task_config_table as cfg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
@@ -72,11 +71,6 @@ if TYPE_CHECKING:
     from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
 CLAIM_MAX = 1000
-
-
-def db_now() -> ColumnElement[datetime]:
-    """The database's clock, in UTC (connections are pinned to +00:00)."""
-    return func.current_timestamp(type_=UTCDateTime()).label("db_now")
 
 
 # The hot paths' statements (claim, complete), built once. Building a Core statement and
@@ -120,37 +114,11 @@ _RUNNING_OF_TYPE = (
 )
 
 
-class _filter_only(FunctionElement[Any]):
-    """A column compared as a filter only: SQLite must not choose an index for it.
-
-    Rendered ``+column`` on SQLite (unary plus: a no-op that disqualifies the term from index
-    use), the plain column elsewhere. Without statistics, SQLite answers ``task_id IN (a, b)
-    AND status = 'pending'`` by scanning every pending row of ix_task_claim instead of two
-    primary-key lookups; a claim of 10 then costs more per task than 10 claims of 1.
-    """
-
-    inherit_cache = True
-
-    def __init__(self, column: ColumnElement[Any]) -> None:
-        super().__init__(column)
-        self.type = column.type
-
-
-@compiles(_filter_only)
-def _filter_only_plain(element: _filter_only, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(_filter_only, "sqlite")
-def _filter_only_sqlite(element: _filter_only, compiler: SQLCompiler, **kw: Any) -> str:
-    return "+" + compiler.process(element.clauses, **kw)
-
-
 _MARK_RUNNING = (
     update(t)
     .where(
         t.c.task_id.in_(bindparam("p_task_ids", expanding=True)),
-        _filter_only(t.c.status) == TaskStatus.PENDING.value,
+        filter_only(t.c.status) == TaskStatus.PENDING.value,
     )
     .values(
         status=TaskStatus.RUNNING.value,
@@ -578,6 +546,22 @@ class TaskQueue:
             elif outcome is TaskStatus.FAILED:
                 failed.append(task.task_id)
         return SweepReport(offline, requeued, failed)
+
+    # --- retention -------------------------------------------------------------------------
+
+    def prune(
+        self,
+        older_than: timedelta,
+        *,
+        statuses: Iterable[TaskStatus] = FINAL_STATUSES,
+        batch_size: int = 1000,
+    ) -> PruneReport:
+        """Delete the finished tasks (and their log rows) that ended ``older_than`` ago.
+
+        By the database's clock; in batches of ``batch_size``, each its own transaction.
+        ``statuses`` narrows which final statuses go (e.g. keep failed tasks longer).
+        """
+        return prune_finished(self._storage, older_than, statuses=statuses, batch_size=batch_size)
 
     # --- helpers ---------------------------------------------------------------------------
 

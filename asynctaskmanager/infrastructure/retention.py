@@ -1,0 +1,116 @@
+"""Retention: finished tasks, with their log rows, deleted in short batches.
+
+Without it the task and task_log tables only grow. Each batch is its own short
+transaction, so a large prune never holds many locks or a long transaction open, and it
+can run beside busy workers: a claim never touches a finished task. The age is judged by
+the database's clock, and a task is pruned only once both its creation and its end lie
+before the cutoff (so that a long-running task's result does not vanish as it lands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, delete, or_, select
+
+from asynctaskmanager.domain import limits
+from asynctaskmanager.domain import validation as check
+from asynctaskmanager.domain.enums import TaskStatus
+from asynctaskmanager.errors import ValidationError
+from asynctaskmanager.infrastructure.expressions import db_now, filter_only
+from asynctaskmanager.infrastructure.schema import task_log_table as lg
+from asynctaskmanager.infrastructure.schema import task_table as t
+
+if TYPE_CHECKING:
+    from asynctaskmanager.infrastructure.storage import Storage
+    from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+PRUNE_BATCH_MAX = 10_000
+
+# Oldest first along the created_at index, resuming where the last batch ended, so that old
+# tasks that are not prunable (pending far in the future, still running) are passed once.
+_PRUNABLE = (
+    select(t.c.task_id, t.c.created_at)
+    .where(
+        t.c.created_at >= bindparam("p_after"),
+        t.c.created_at < bindparam("p_cutoff"),
+        # Off the status index on SQLite: it would gather every finished row, then sort.
+        filter_only(t.c.status).in_(bindparam("p_statuses", expanding=True)),
+        or_(t.c.completed_at < bindparam("p_cutoff"), t.c.completed_at.is_(None)),
+    )
+    .order_by(t.c.created_at)
+    .limit(bindparam("p_limit"))
+)
+_DELETE_LOGS = delete(lg).where(lg.c.task_id.in_(bindparam("p_task_ids", expanding=True)))
+# Final statuses never change; the guard only keeps this statement safe on its own.
+_DELETE_TASKS = delete(t).where(
+    t.c.task_id.in_(bindparam("p_task_ids", expanding=True)),
+    filter_only(t.c.status).in_(bindparam("p_statuses", expanding=True)),
+)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune deleted, and the cutoff it used (the database's clock less the age)."""
+
+    tasks: int
+    logs: int
+    cutoff: datetime
+
+
+def prune_finished(
+    storage: Storage,
+    older_than: timedelta,
+    *,
+    statuses: Iterable[TaskStatus] = FINAL_STATUSES,
+    batch_size: int = 1000,
+) -> PruneReport:
+    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+        raise ValidationError("older_than", "must be a timedelta of at least 0", older_than)
+    check.integer("batch_size", batch_size, 1, PRUNE_BATCH_MAX)
+    pruned = _final_statuses(statuses)
+    now: datetime = storage.run(
+        lambda uow: uow.connection.execute(select(db_now())).scalar_one(), read_only=True
+    )
+    cutoff = now - older_than
+    params: dict[str, Any] = {
+        "p_after": limits.TIMESTAMP_MIN,
+        "p_cutoff": cutoff,
+        "p_statuses": pruned,
+        "p_limit": batch_size,
+    }
+    tasks = logs = 0
+    while True:
+        found, deleted_tasks, deleted_logs, last = storage.run(
+            lambda uow: _prune_batch(uow, params)
+        )
+        tasks += deleted_tasks
+        logs += deleted_logs
+        if found < batch_size or last is None:
+            return PruneReport(tasks=tasks, logs=logs, cutoff=cutoff)
+        params["p_after"] = last
+
+
+def _prune_batch(uow: UnitOfWork, params: dict[str, Any]) -> tuple[int, int, int, Any]:
+    rows = uow.connection.execute(_PRUNABLE, params).all()
+    if not rows:
+        return 0, 0, 0, None
+    ids = {"p_task_ids": [row.task_id for row in rows], "p_statuses": params["p_statuses"]}
+    logs = uow.connection.execute(_DELETE_LOGS, ids).rowcount
+    tasks = uow.connection.execute(_DELETE_TASKS, ids).rowcount
+    return len(rows), tasks, logs, rows[-1].created_at
+
+
+def _final_statuses(statuses: Iterable[TaskStatus]) -> list[str]:
+    if isinstance(statuses, (str, bytes)) or not isinstance(statuses, Iterable):
+        raise ValidationError("statuses", "must be an iterable of TaskStatus", statuses)
+    chosen = list(statuses)
+    if not chosen or any(status not in FINAL_STATUSES for status in chosen):
+        raise ValidationError(
+            "statuses", "must name only final statuses: completed, failed, cancelled", chosen
+        )
+    return sorted(TaskStatus(status).value for status in chosen)
