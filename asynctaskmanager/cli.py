@@ -72,8 +72,8 @@ def _prune(url: str | None, days: float, batch_size: int) -> int:
         print(f"asynctaskmanager: {error}", file=sys.stderr)
         return 1
     print(
-        f"pruned {report.tasks} tasks and {report.logs} log rows that ended before "
-        f"{report.cutoff.isoformat()}"
+        f"pruned {report.tasks} tasks, {report.logs} log rows and {report.workers} workers "
+        f"that ended before {report.cutoff.isoformat()}"
     )
     return 0
 

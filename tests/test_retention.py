@@ -16,6 +16,8 @@ from asynctaskmanager import (
     TaskLog,
     TaskStatus,
     ValidationError,
+    Worker,
+    WorkerStatus,
     open_storage,
 )
 from asynctaskmanager.cli import main as cli_main
@@ -105,6 +107,44 @@ def test_prune_works_through_in_batches_past_tasks_it_must_keep(storage: Storage
     assert _ids(storage) == {f"t{i:02d}" for i in range(0, 30, 3)}
 
 
+def test_prune_deletes_workers_offline_long_ago_that_hold_nothing(storage: Storage) -> None:
+    now = _now(storage)
+
+    def worker(worker_id: str, status: WorkerStatus, silent_days: int, load: int = 0) -> Worker:
+        return Worker(
+            worker_id,
+            worker_id,
+            "10.0.0.1:7000",
+            status=status,
+            current_load=load,
+            last_heartbeat=now - silent_days * DAY,
+        )
+
+    for item in (
+        worker("gone", WorkerStatus.OFFLINE, 10),
+        worker("recently-gone", WorkerStatus.OFFLINE, 1),
+        worker("silent-but-online", WorkerStatus.ONLINE, 10),
+        worker("gone-with-load", WorkerStatus.OFFLINE, 10, load=1),
+        worker("gone-holding-a-task", WorkerStatus.OFFLINE, 10),
+    ):
+        storage.workers.create(item)
+    storage.tasks.create(
+        _task("held", now, TaskStatus.RUNNING, 10, None, worker_id="gone-holding-a-task")
+    )
+
+    report = storage.queue.prune(WEEK)
+
+    assert report.workers == 1
+    assert storage.workers.find("gone") is None
+    remaining = {item.worker_id for item in storage.workers.list()}
+    assert remaining == {
+        "recently-gone",
+        "silent-but-online",
+        "gone-with-load",
+        "gone-holding-a-task",
+    }
+
+
 def test_prune_keeps_the_final_statuses_it_is_not_asked_for(storage: Storage) -> None:
     now = _now(storage)
     storage.tasks.create_many(
@@ -183,7 +223,7 @@ def test_prune_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
             ]
         )
     assert cli_main(["prune", "--url", url, "--days", "30"]) == 0
-    assert "pruned 1 tasks and 0 log rows" in capsys.readouterr().out
+    assert "pruned 1 tasks, 0 log rows and 0 workers" in capsys.readouterr().out
     with open_storage(url) as storage:
         assert _ids(storage) == {"recent"}
     assert cli_main(["prune", "--url", url, "--days", "-1"]) == 1

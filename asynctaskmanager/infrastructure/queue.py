@@ -556,7 +556,8 @@ class TaskQueue:
         statuses: Iterable[TaskStatus] = FINAL_STATUSES,
         batch_size: int = 1000,
     ) -> PruneReport:
-        """Delete the finished tasks (and their log rows) that ended ``older_than`` ago.
+        """Delete the finished tasks (and their log rows) that ended ``older_than`` ago,
+        and the workers offline for that long that hold nothing.
 
         By the database's clock; in batches of ``batch_size``, each its own transaction.
         ``statuses`` narrows which final statuses go (e.g. keep failed tasks longer).

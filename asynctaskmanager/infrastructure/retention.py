@@ -1,4 +1,5 @@
-"""Retention: finished tasks, with their log rows, deleted in short batches.
+"""Retention: finished tasks, with their log rows, deleted in short batches; and the rows
+of workers that went offline long ago and hold nothing.
 
 Without it the task and task_log tables only grow. Each batch is its own short
 transaction, so a large prune never holds many locks or a long transaction open, and it
@@ -14,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, exists, or_, select
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.domain.enums import TaskStatus
+from asynctaskmanager.domain.enums import TaskStatus, WorkerStatus
 from asynctaskmanager.errors import ValidationError
 from asynctaskmanager.infrastructure.expressions import db_now, filter_only
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
+from asynctaskmanager.infrastructure.schema import worker_table as w
 
 if TYPE_CHECKING:
     from asynctaskmanager.infrastructure.storage import Storage
@@ -51,6 +53,14 @@ _DELETE_TASKS = delete(t).where(
     t.c.task_id.in_(bindparam("p_task_ids", expanding=True)),
     filter_only(t.c.status).in_(bindparam("p_statuses", expanding=True)),
 )
+# A worker process that ended (offline, by deregistering or by the sweep) long ago. A row
+# that still counts load or running tasks stays: the sweep has not finished with it.
+_DELETE_WORKERS = delete(w).where(
+    w.c.status == WorkerStatus.OFFLINE.value,
+    w.c.last_heartbeat < bindparam("p_cutoff"),
+    w.c.current_load == 0,
+    ~exists().where(t.c.worker_id == w.c.worker_id, t.c.status == TaskStatus.RUNNING.value),
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class PruneReport:
 
     tasks: int
     logs: int
+    workers: int
     cutoff: datetime
 
 
@@ -91,8 +102,12 @@ def prune_finished(
         tasks += deleted_tasks
         logs += deleted_logs
         if found < batch_size or last is None:
-            return PruneReport(tasks=tasks, logs=logs, cutoff=cutoff)
+            break
         params["p_after"] = last
+    workers = storage.run(
+        lambda uow: uow.connection.execute(_DELETE_WORKERS, {"p_cutoff": cutoff}).rowcount
+    )
+    return PruneReport(tasks=tasks, logs=logs, workers=workers, cutoff=cutoff)
 
 
 def _prune_batch(uow: UnitOfWork, params: dict[str, Any]) -> tuple[int, int, int, Any]:
