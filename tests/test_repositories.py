@@ -228,6 +228,27 @@ def test_a_failed_create_many_leaves_no_rows_in_a_unit_of_work_that_goes_on(
     assert stored == {"taken", "kept", "after-1", "after-2"}
 
 
+@pytest.mark.parametrize("savepoint", [True, False])
+def test_a_failed_create_many_keeps_the_unit_of_work_s_earlier_writes(
+    storage: Storage, savepoint: bool
+) -> None:
+    storage.tasks.create(Task("email", task_id="stored"))
+    with storage.unit_of_work() as uow:
+        uow.tasks.create(Task("email", task_id="early"))
+        uow.tasks.create(Task("email", task_id="same-transaction"))
+        for taken in ("stored", "same-transaction"):
+            batch = [Task("email", task_id=f"new-{taken}"), Task("email", task_id=taken)]
+            with pytest.raises(DuplicateError) as raised:
+                uow.tasks.create_many(batch, savepoint=savepoint)
+            assert raised.value.key == taken
+        uow.tasks.create(Task("email", task_id="late"))
+        uow.commit()
+    stored = {task.task_id for task in storage.tasks.list()}
+    assert {"stored", "early", "same-transaction", "late"} <= stored
+    if savepoint:  # without it, SQLite may keep the batch's rows before the failing one
+        assert stored == {"stored", "early", "same-transaction", "late"}
+
+
 STATUSES = list(TaskStatus)
 
 

@@ -60,26 +60,35 @@ class SqlRepository:
         A key given twice, or one already stored, raises :class:`DuplicateError` naming it.
         Several rows go in under a SAVEPOINT, so that a failure leaves none of them in a
         transaction that the caller goes on with (SQLite keeps the rows of a batch before
-        the failing one). ``savepoint=False`` is for callers whose transaction ends with
-        any failure (the queue): they save the SAVEPOINT's round trips.
+        the failing one). ``savepoint=False`` saves its round trips for callers whose
+        transaction ends with any failure (the queue): a failed call may leave rows behind.
         """
         iterator = iter(items)
         head = list(islice(iterator, 2))
-        nested = self._connection.begin_nested() if savepoint and len(head) > 1 else None
+        nested = self._begin_savepoint() if savepoint and len(head) > 1 else None
         try:
             total = self._insert_batches(chain(head, iterator), kind, values, statements)
         except _StoredKey as conflict:
-            # Undo this call's rows first, so that the lookup sees only what was there before.
-            _quietly_roll_back(nested or self._connection)
-            key = self._first_stored(conflict.statement, conflict.rows)
+            key = self._last_stored(conflict.statement, conflict.rows)
+            if nested is not None:
+                _quietly_roll_back(nested)
             raise DuplicateError(self.entity, key) from conflict.error
         except BaseException:
             if nested is not None:
                 _quietly_roll_back(nested)
             raise
         if nested is not None:
-            nested.commit()
+            try:
+                nested.commit()
+            except DBAPIError as error:
+                raise translate(error, self._profile, self.entity) from error
         return total
+
+    def _begin_savepoint(self) -> NestedTransaction:
+        try:
+            return self._connection.begin_nested()
+        except DBAPIError as error:
+            raise translate(error, self._profile, self.entity) from error
 
     def _insert_batches(
         self,
@@ -110,15 +119,21 @@ class SqlRepository:
             total += self._insert_batch(statement, batch)
         return total
 
-    def _first_stored(self, statement: PreparedInsert, rows: list[tuple[Any, ...]]) -> Any:
-        """The first key of ``rows`` that the table holds (None if the lookup fails too)."""
+    def _last_stored(self, statement: PreparedInsert, rows: list[tuple[Any, ...]]) -> Any:
+        """A key of the failed batch ``rows`` that was stored before it (None if the lookup
+        fails too).
+
+        The last one the table holds: SQLite keeps only the rows before the failing one and
+        a MySQL multi-row INSERT keeps none, so the last stored key is never one of the
+        batch's own.
+        """
         keys = [row[statement.key_index] for row in rows]
         column = statement.key_column
         try:
             stored = set(self._connection.execute(select(column).where(column.in_(keys))).scalars())
         except DBAPIError:
             return None
-        return next((key for key in keys if key in stored), None)
+        return next((key for key in reversed(keys) if key in stored), None)
 
     def _insert_one(
         self,
