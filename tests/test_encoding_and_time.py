@@ -11,6 +11,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from asynctaskmanager import (
+    ConfigurationError,
     ExecutorType,
     LogType,
     Storage,
@@ -289,16 +290,20 @@ def test_library_sessions_run_in_utc_whatever_the_server_or_url_says(
     finally:
         for connection in connections:
             connection.close()
-    # A URL that asks for another zone and charset does not win over the library's settings;
-    # the rest of its init_command still runs.
+    # A URL that asks for another zone, charset or SQL mode does not win over the library's
+    # settings, not even in what SQLAlchemy reads at the first connect; the rest of its
+    # init_command still runs.
     url = mysql_database_url.update_query_dict(
         {
-            "init_command": "SET time_zone = '+08:00', innodb_lock_wait_timeout = 7",
+            "init_command": "SET time_zone = '+08:00', innodb_lock_wait_timeout = 7,"
+            " sql_mode = 'ANSI_QUOTES'",
             "charset": "latin1",
         }
     )
     storage = open_storage(url)
     try:
+        with storage.engine.connect() as connection:
+            assert not connection.dialect._server_ansiquotes  # type: ignore[attr-defined]
         with storage.engine.connect() as connection:
             zone, charset, lock_wait = connection.execute(
                 text(
@@ -361,3 +366,9 @@ def test_rows_written_by_a_plus8_session_read_back_as_utc(
         mysql_storage.tasks.count(TaskFilter(created_from=datetime.now(UTC) - timedelta(hours=1)))
         == 1
     )
+
+
+def test_an_init_command_given_twice_in_the_url_is_a_configuration_error() -> None:
+    url = "mysql://root@127.0.0.1/test?init_command=SET+a%3D1&init_command=SET+b%3D2"
+    with pytest.raises(ConfigurationError, match="init_command"):
+        open_storage(url)

@@ -81,6 +81,8 @@ def _mysql_engine_options(url: URL) -> dict[str, Any]:
     # A user's init_command (a URL query argument) stays the driver's; ours then runs at
     # connect (see _mysql_configure).
     init_command = url.query.get("init_command", MYSQL_INIT_COMMAND)
+    if not isinstance(init_command, str):
+        raise ConfigurationError("init_command may appear only once in the URL")
     return {
         "connect_args": {"charset": "utf8mb4", "init_command": init_command},
         # Claims and transitions touch rows by key; READ COMMITTED takes no gap locks, which
@@ -109,7 +111,9 @@ def _mysql_configure(engine: Engine) -> None:
     dbapi_error = engine.dialect.loaded_dbapi.Error
     if "init_command" in engine.url.query:
 
-        @event.listens_for(engine, "connect")
+        # First among the connect listeners: the dialect reads sql_mode (ANSI_QUOTES,
+        # NO_BACKSLASH_ESCAPES) on the first connection, and must see ours.
+        @event.listens_for(engine, "connect", insert=True)
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             try:
