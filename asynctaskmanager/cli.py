@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prune(url: str | None, days: float, batch_size: int) -> int:
     try:
-        if not math.isfinite(days) or days < 0:
-            raise ValidationError("days", "must be a number of at least 0", days)
+        if not math.isfinite(days) or not 0 <= days <= timedelta.max.days:
+            raise ValidationError(
+                "days", f"must be a number between 0 and {timedelta.max.days}", days
+            )
         with open_storage(url) as storage:
             report = storage.queue.prune(timedelta(days=days), batch_size=batch_size)
     except AsyncTaskManagerError as error:

@@ -21,6 +21,7 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.cli import main as cli_main
+from asynctaskmanager.domain import limits
 from asynctaskmanager.infrastructure.expressions import db_now
 
 DAY = timedelta(days=1)
@@ -145,6 +146,32 @@ def test_prune_deletes_workers_offline_long_ago_that_hold_nothing(storage: Stora
     }
 
 
+def test_prune_spares_a_worker_the_sweep_has_only_just_marked_offline(storage: Storage) -> None:
+    now = _now(storage)
+    dead_after = storage.queue.settings.dead_after
+    for worker_id, silent in (("just-swept", dead_after / 3), ("long-dead", dead_after * 2)):
+        storage.workers.create(
+            Worker(
+                worker_id,
+                worker_id,
+                "10.0.0.1:7000",
+                status=WorkerStatus.OFFLINE,
+                last_heartbeat=now - silent,
+            )
+        )
+    report = storage.queue.prune(timedelta(0))
+    assert report.workers == 1
+    assert [item.worker_id for item in storage.workers.list()] == ["just-swept"]
+
+
+def test_prune_of_an_age_older_than_any_timestamp_prunes_nothing(storage: Storage) -> None:
+    storage.tasks.create(_task("done", _now(storage), TaskStatus.COMPLETED, 10, 9))
+    report = storage.queue.prune(timedelta(days=1_095_000))
+    assert (report.tasks, report.workers) == (0, 0)
+    assert report.cutoff == limits.TIMESTAMP_MIN
+    assert storage.queue.prune(WEEK).cutoff.microsecond == 0  # as stored: whole seconds
+
+
 def test_prune_keeps_the_final_statuses_it_is_not_asked_for(storage: Storage) -> None:
     now = _now(storage)
     storage.tasks.create_many(
@@ -226,5 +253,6 @@ def test_prune_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "pruned 1 tasks, 0 log rows and 0 workers" in capsys.readouterr().out
     with open_storage(url) as storage:
         assert _ids(storage) == {"recent"}
-    assert cli_main(["prune", "--url", url, "--days", "-1"]) == 1
-    assert "days" in capsys.readouterr().err
+    for days in ("-1", "1e10", "nan"):
+        assert cli_main(["prune", "--url", url, "--days", days]) == 1
+        assert "days" in capsys.readouterr().err

@@ -110,7 +110,6 @@ def _mysql_configure(engine: Engine) -> None:
     """
     dbapi_error = engine.dialect.loaded_dbapi.Error
     if "init_command" in engine.url.query:
-
         # First among the connect listeners: the dialect reads sql_mode (ANSI_QUOTES,
         # NO_BACKSLASH_ESCAPES) on the first connection, and must see ours.
         @event.listens_for(engine, "connect", insert=True)

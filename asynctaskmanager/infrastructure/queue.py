@@ -557,12 +557,19 @@ class TaskQueue:
         batch_size: int = 1000,
     ) -> PruneReport:
         """Delete the finished tasks (and their log rows) that ended ``older_than`` ago,
-        and the workers offline for that long that hold nothing.
+        and the workers offline and silent for that long (and at least ``dead_after``) that
+        hold nothing.
 
         By the database's clock; in batches of ``batch_size``, each its own transaction.
         ``statuses`` narrows which final statuses go (e.g. keep failed tasks longer).
         """
-        return prune_finished(self._storage, older_than, statuses=statuses, batch_size=batch_size)
+        return prune_finished(
+            self._storage,
+            older_than,
+            statuses=statuses,
+            batch_size=batch_size,
+            worker_grace=self.settings.dead_after,
+        )
 
     # --- helpers ---------------------------------------------------------------------------
 

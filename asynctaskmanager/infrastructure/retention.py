@@ -79,7 +79,11 @@ def prune_finished(
     *,
     statuses: Iterable[TaskStatus] = FINAL_STATUSES,
     batch_size: int = 1000,
+    worker_grace: timedelta = timedelta(0),
 ) -> PruneReport:
+    """See :meth:`TaskQueue.prune`. A worker row goes only once it has also been silent
+    for ``worker_grace`` (the queue passes the time after which a silent worker is dead),
+    so that a worker the sweep has just marked offline can still come back."""
     if not isinstance(older_than, timedelta) or older_than < timedelta(0):
         raise ValidationError("older_than", "must be a timedelta of at least 0", older_than)
     check.integer("batch_size", batch_size, 1, PRUNE_BATCH_MAX)
@@ -87,7 +91,7 @@ def prune_finished(
     now: datetime = storage.run(
         lambda uow: uow.connection.execute(select(db_now())).scalar_one(), read_only=True
     )
-    cutoff = now - older_than
+    cutoff = _before(now, older_than)
     params: dict[str, Any] = {
         "p_after": limits.TIMESTAMP_MIN,
         "p_cutoff": cutoff,
@@ -104,10 +108,18 @@ def prune_finished(
         if found < batch_size or last is None:
             break
         params["p_after"] = last
+    worker_cutoff = min(cutoff, _before(now, worker_grace))
     workers = storage.run(
-        lambda uow: uow.connection.execute(_DELETE_WORKERS, {"p_cutoff": cutoff}).rowcount
+        lambda uow: uow.connection.execute(_DELETE_WORKERS, {"p_cutoff": worker_cutoff}).rowcount
     )
     return PruneReport(tasks=tasks, logs=logs, workers=workers, cutoff=cutoff)
+
+
+def _before(now: datetime, age: timedelta) -> datetime:
+    """``now - age`` in whole seconds (as stored), and never before the earliest timestamp."""
+    if age >= now - limits.TIMESTAMP_MIN:
+        return limits.TIMESTAMP_MIN
+    return (now - age).replace(microsecond=0)
 
 
 def _prune_batch(uow: UnitOfWork, params: dict[str, Any]) -> tuple[int, int, int, Any]:
