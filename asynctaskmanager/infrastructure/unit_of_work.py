@@ -59,7 +59,8 @@ class UnitOfWork:
     ``read_only=True`` promises that the block only reads. On SQLite its transaction then
     begins deferred: it reads one snapshot and neither waits for a writer nor holds one
     up (a write in it may fail with :class:`TransientStorageError` while another writer is
-    busy). On MySQL it is an ordinary transaction: InnoDB needs no hint for plain SELECTs.
+    busy). On MySQL it is an ordinary READ COMMITTED transaction (each statement sees the latest
+    commits; InnoDB needs no hint for plain SELECTs), so only SQLite promises one snapshot.
     """
 
     tasks: SqlTaskRepository
