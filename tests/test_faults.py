@@ -623,6 +623,13 @@ def _server_answers(url: URL) -> bool:
         engine.dispose()
 
 
+def _wait_until(condition: Callable[[], bool], failure: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 @pytest.mark.restart
 def test_server_restart_between_operations_recovers_by_itself(mysql_server_url: URL) -> None:
     """Stops and starts the server (commands from the environment), so it is deselected by
@@ -649,14 +656,14 @@ def test_server_restart_between_operations_recovers_by_itself(mysql_server_url: 
             connection.close()
         subprocess.run(stop, shell=True, check=True, timeout=120)
         try:
+            # The shutdown command may return while the server still serves its open
+            # connections (seen on a fast machine): wait until it answers no more.
+            _wait_until(lambda: not _server_answers(url), "the server did not stop")
             with pytest.raises(TransientStorageError):
                 storage.queue.heartbeat("w1")
         finally:
             subprocess.run(start, shell=True, check=True, timeout=120)
-        deadline = time.monotonic() + 60
-        while not _server_answers(url):
-            assert time.monotonic() < deadline, "the server did not come back"
-            time.sleep(0.2)
+            _wait_until(lambda: _server_answers(url), "the server did not come back")
         # The same storage object, no reopen: every operation goes through.
         assert storage.queue.heartbeat("w1") == {"job"}
         assert storage.queue.complete(task, {"done": True})
