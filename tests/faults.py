@@ -547,8 +547,9 @@ SOAK_SETTINGS = QueueSettings(
 def soak_actor(
     url: str, worker_id: str, seed: int, record_path: str, stop_at: float, ready: Any
 ) -> None:
-    """Mixed traffic until ``stop_at`` (wall clock): enqueue, claim, complete, fail, cancel,
-    heartbeat and sweep, every outcome written to ``record_path``."""
+    """Mixed traffic until ``stop_at`` (wall clock): enqueue, claim, complete (alone or with
+    the next claim), fail, cancel, heartbeat and sweep, every outcome written to
+    ``record_path``."""
     rng = random.Random(seed)
     records = Records(record_path)
     storage = open_storage(url, queue_settings=SOAK_SETTINGS)
@@ -564,11 +565,20 @@ def soak_actor(
         except TransientStorageError:
             records.write("T", op)
     ready.set()
-    operations = ["enqueue", "claim", "complete", "fail", "cancel", "heartbeat", "sweep"]
-    weights = [14, 25, 25, 8, 3, 8, 2]
+    operations = [
+        "enqueue",
+        "claim",
+        "complete",
+        "complete_and_claim",
+        "fail",
+        "cancel",
+        "heartbeat",
+        "sweep",
+    ]
+    weights = [14, 25, 15, 10, 8, 3, 8, 2]
     while time.time() < stop_at:
         op = rng.choices(operations, weights)[0]
-        if op in ("complete", "fail") and not held:
+        if op in ("complete", "complete_and_claim", "fail") and not held:
             op = "claim"
         elif op == "cancel" and not mine:
             op = "enqueue"
@@ -599,6 +609,15 @@ def soak_actor(
                     records.write("D", task.task_id)
                 else:
                     records.write("R", task.task_id)
+            elif op == "complete_and_claim":
+                task = held.pop(rng.randrange(len(held)))
+                completed, claimed = storage.queue.complete_and_claim(
+                    task, {"ok": True}, rng.randint(1, 2)
+                )
+                records.write("D" if completed else "R", task.task_id)
+                for task in claimed:
+                    records.write("C", task.task_id, task.retry_count)
+                    held.append(task)
             elif op == "fail":
                 task = held.pop(rng.randrange(len(held)))
                 if not storage.queue.fail(task, "soak failure", retry=rng.random() < 0.8):

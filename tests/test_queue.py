@@ -167,20 +167,33 @@ def keep_alive(queue: TaskQueue, *worker_ids: str) -> None:
         queue.heartbeat(worker_id)
 
 
-class StatementCounter:
-    def __init__(self, storage: Storage) -> None:
-        self.statements: list[str] = []
-        self._engine = storage.engine
+class EngineEvents:
+    """The calls of one engine event while the block runs (``commit`` counts commits on
+    every backend: pysqlite's COMMIT is no cursor statement)."""
 
-    def __enter__(self) -> StatementCounter:
-        event.listen(self._engine, "before_cursor_execute", self._count)
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self._engine = storage.engine
+        self._name = name
+
+    def __enter__(self) -> EngineEvents:
+        event.listen(self._engine, self._name, self._record)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        event.remove(self._engine, "before_cursor_execute", self._count)
+        event.remove(self._engine, self._name, self._record)
 
-    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.statements.append(statement)
+    def _record(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+class StatementCounter(EngineEvents):
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage, "before_cursor_execute")
+
+    @property
+    def statements(self) -> list[str]:
+        return [call[2] for call in self.calls]
 
 
 @pytest.fixture
@@ -402,6 +415,67 @@ def test_claim_respects_max_concurrent_across_workers(storage: Storage, queue: T
     assert queue.complete(running)
     assert len(queue.claim("w2", limit=10)) == 1
     assert load_of(storage, "w1") == 1 and load_of(storage, "w2") == 1
+
+
+def test_complete_and_claim_is_one_transaction_that_frees_and_reuses_the_slot(
+    storage: Storage, queue: TaskQueue
+) -> None:
+    """max_concurrent=1: the next task of the type is claimable only because the same
+    transaction's completion freed the type's one slot."""
+    configure(storage, max_concurrent=1)
+    register(queue, "w1")
+    first, second, third = queue.enqueue_many(TaskRequest("job", {"i": i}) for i in range(3))
+    [running] = queue.claim("w1")
+    assert running.task_id == first.task_id
+    with EngineEvents(storage, "commit") as commits:
+        completed, claimed = queue.complete_and_claim(running, {"ok": True})
+    assert len(commits.calls) == 1
+    assert completed
+    assert [task.task_id for task in claimed] == [second.task_id]
+    assert claimed[0].status is TaskStatus.RUNNING and claimed[0].worker_id == "w1"
+    done = storage.tasks.get(first.task_id)
+    assert (done.status, done.result) == (TaskStatus.COMPLETED, {"ok": True})
+    assert logs_of(storage, first.task_id)[-1] == (
+        LogType.COMPLETED,
+        TaskStatus.RUNNING,
+        TaskStatus.COMPLETED,
+    )
+    assert load_of(storage, "w1") == 1
+    assert_load_exact(storage)
+    completed, claimed = queue.complete_and_claim(claimed[0], limit=5)
+    assert completed and [task.task_id for task in claimed] == [third.task_id]
+    completed, claimed = queue.complete_and_claim(claimed[0])
+    assert (completed, claimed) == (True, [])
+    assert load_of(storage, "w1") == 0
+
+
+def test_complete_and_claim_still_claims_when_the_completion_no_longer_applies(
+    storage: Storage, queue: TaskQueue
+) -> None:
+    configure(storage)
+    register(queue, "w1")
+    first, second = queue.enqueue_many(TaskRequest("job") for _ in range(2))
+    [running] = queue.claim("w1")
+    assert queue.cancel(running.task_id, "operator")
+    completed, claimed = queue.complete_and_claim(running, {"late": True})
+    assert not completed
+    assert [task.task_id for task in claimed] == [second.task_id]
+    assert storage.tasks.get(first.task_id).status is TaskStatus.CANCELLED
+    assert_load_exact(storage)
+
+
+def test_complete_and_claim_is_all_or_nothing(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage)
+    register(queue, "w1")
+    queue.enqueue_many(TaskRequest("job") for _ in range(2))
+    [running] = queue.claim("w1")
+    storage.workers.delete("w1")  # the claim half fails: the completion must not stay
+    with pytest.raises(NotFoundError):
+        queue.complete_and_claim(running)
+    assert storage.tasks.get(running.task_id).status is TaskStatus.RUNNING
+    with pytest.raises(ValidationError) as raised:
+        queue.complete_and_claim(running, limit=0)
+    assert raised.value.field == "limit"
 
 
 def test_a_full_type_does_not_starve_other_types(storage: Storage, queue: TaskQueue) -> None:

@@ -21,11 +21,11 @@ like any other.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -71,6 +71,8 @@ if TYPE_CHECKING:
     from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
 CLAIM_MAX = 1000
+
+T = TypeVar("T")
 
 
 # The hot paths' statements (claim, complete), built once. Building a Core statement and
@@ -268,14 +270,39 @@ class TaskQueue:
         """
         check.identifier("worker_id", worker_id)
         check.integer("limit", limit, 1, CLAIM_MAX)
+        return self._run_claiming(partial(self._claim, worker_id=worker_id, limit=limit))
+
+    def complete_and_claim(
+        self, task: Task, result: Any = None, limit: int = 1
+    ) -> tuple[bool, list[Task]]:
+        """:meth:`complete` ``task``, then :meth:`claim` up to ``limit`` tasks for its worker,
+        in one transaction: a worker that takes one task at a time commits once per task
+        instead of twice.
+
+        Returns whether the completion applied, and the tasks claimed. The claim runs even
+        when the completion does not apply (the task was taken back): the worker is free.
+        """
+        self._check_lease(task, TaskStatus.COMPLETED)
+        check.json_document("result", result)
+        check.integer("limit", limit, 1, CLAIM_MAX)
+        worker_id = task.worker_id
+        assert worker_id is not None  # _check_lease
+
+        def work(uow: UnitOfWork, lock_limits_first: bool = False) -> tuple[bool, list[Task]]:
+            completed = self._complete(uow, task, result)
+            return completed, self._claim(uow, worker_id, limit, lock_limits_first)
+
+        return self._run_claiming(work)
+
+    def _run_claiming(self, work: Callable[..., T]) -> T:
+        """Run a unit of work that claims: max_concurrent checked last, and over a limit once
+        more with the config rows locked first (see the module's docstring)."""
         if self._storage.profile.supports_skip_locked(self._storage.engine.dialect):
             try:
-                return self._storage.run(partial(self._claim, worker_id=worker_id, limit=limit))
+                return self._storage.run(work)
             except _OverLimit:
                 pass  # rolled back; a type is at its max_concurrent: count under its lock
-        return self._storage.run(
-            partial(self._claim, worker_id=worker_id, limit=limit, lock_limits_first=True)
-        )
+        return self._storage.run(partial(work, lock_limits_first=True))
 
     def _claim(
         self, uow: UnitOfWork, worker_id: str, limit: int, lock_limits_first: bool = False
@@ -344,16 +371,15 @@ class TaskQueue:
         """
         self._check_lease(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
+        return self._storage.run(partial(self._complete, task=task, result=result))
 
-        def work(uow: UnitOfWork) -> bool:
-            if not self._end_attempt(uow, task, _COMPLETE, {"p_result": result}):
-                return False
-            uow.task_logs.create(
-                _log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
-            )
-            return True
-
-        return self._storage.run(work)
+    def _complete(self, uow: UnitOfWork, task: Task, result: Any) -> bool:
+        if not self._end_attempt(uow, task, _COMPLETE, {"p_result": result}):
+            return False
+        uow.task_logs.create(
+            _log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
+        )
+        return True
 
     def fail(self, task: Task, error_message: str, *, retry: bool = True) -> bool:
         """Record a failed attempt: retried later if retries are left (and ``retry``), else
