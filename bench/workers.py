@@ -12,11 +12,11 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from bench.common import Locator
+from bench.common import RESULT, Locator
 
 
 def _open(kind: str, locator: Locator) -> Any:
-    if kind == "ours":
+    if kind in ("ours", "ours-next"):
         from bench.ops import Ours
 
         return Ours(locator, seed=False)
@@ -30,10 +30,20 @@ def _open(kind: str, locator: Locator) -> Any:
 
 
 def drain(impl: Any, kind: str, worker_id: str, batch: int = 1) -> int:
-    """Claim ``batch`` tasks and complete each (or get and ack one) until the queue is empty."""
+    """Claim ``batch`` tasks and complete each (or get and ack one) until the queue is empty.
+
+    ``ours-next``: each completion claims the next task in the same transaction
+    (``queue.complete_and_claim``).
+    """
     done = 0
     if kind == "kombu":
         while impl.get_ack():
+            done += 1
+        return done
+    if kind == "ours-next":
+        tasks = impl.claim(worker_id, 1)
+        while tasks:
+            _completed, tasks = impl.queue.complete_and_claim(tasks[0], RESULT)
             done += 1
         return done
     while True:
