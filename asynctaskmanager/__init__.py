@@ -37,7 +37,12 @@ from asynctaskmanager.errors import (
     ValidationError,
 )
 from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, MySQLConfig
-from asynctaskmanager.infrastructure.queue import QueueSettings, SweepReport, TaskQueue
+from asynctaskmanager.infrastructure.queue import (
+    CompletionAndClaim,
+    QueueSettings,
+    SweepReport,
+    TaskQueue,
+)
 from asynctaskmanager.infrastructure.retention import PruneReport
 from asynctaskmanager.infrastructure.storage import Storage, TransactionRetry, open_storage
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
@@ -46,6 +51,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "DATABASE_URL_ENV",
     "AsyncTaskManagerError",
+    "CompletionAndClaim",
     "ConfigurationError",
     "DuplicateError",
     "ExecutorType",

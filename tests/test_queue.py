@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select, update
 
 from asynctaskmanager import (
     ALLOWED_TRANSITIONS,
+    CompletionAndClaim,
     DuplicateError,
     ExecutorType,
     IllegalTransitionError,
@@ -965,6 +966,28 @@ def test_register_again_takes_back_what_the_old_incarnation_held(
     assert queue.complete(held) is False
 
 
+def _while_another_claim_checks_the_limit(
+    storage: Storage, task_id: str, action: Callable[[], object]
+) -> None:
+    """Runs ``action`` in a thread while another transaction has marked ``task_id`` running
+    for w2 and holds the 'job' config row (as a claim checking the limit does); checks that
+    ``action`` waits for that row, then commits the other transaction."""
+    with storage.engine.connect() as other:
+        other.execute(
+            update(t)
+            .where(t.c.task_id == task_id)
+            .values(status=TaskStatus.RUNNING.value, worker_id="w2", started_at=func.now())
+        )
+        other.exec_driver_sql("SELECT * FROM task_config WHERE task_type = 'job' FOR UPDATE")
+        waiter = threading.Thread(target=action)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # waiting for the config row, its own task already marked
+        other.commit()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+
+
 @mysql_only
 def test_claim_rechecks_max_concurrent_after_a_concurrent_claim_commits(
     mysql_storage: Storage,
@@ -979,24 +1002,40 @@ def test_claim_rechecks_max_concurrent_after_a_concurrent_claim_commits(
     register(queue, "w2")
     first, _ = queue.enqueue_many(TaskRequest("job") for _ in range(2))
     claimed: list[list[Task]] = []
-    with storage.engine.connect() as other:
-        other.execute(
-            update(t)
-            .where(t.c.task_id == first.task_id)
-            .values(status=TaskStatus.RUNNING.value, worker_id="w2", started_at=func.now())
-        )
-        other.exec_driver_sql("SELECT * FROM task_config WHERE task_type = 'job' FOR UPDATE")
-        claimer = threading.Thread(target=lambda: claimed.append(queue.claim("w1")))
-        claimer.start()
-        claimer.join(timeout=1.0)
-        assert claimer.is_alive()  # waiting for the config row, its task already marked
-        other.commit()
-    claimer.join(timeout=30)
+    _while_another_claim_checks_the_limit(
+        storage, first.task_id, lambda: claimed.append(queue.claim("w1"))
+    )
     assert claimed == [[]]
     running = storage.tasks.list(TaskFilter(status=TaskStatus.RUNNING))
     assert [task.task_id for task in running] == [first.task_id]
     assert load_of(storage, "w1") == 0
     assert storage.task_logs.count_for_task(running[0].task_id) == 1  # created only
+
+
+@mysql_only
+def test_complete_and_claim_over_a_limit_commits_the_completion_on_its_own(
+    mysql_storage: Storage,
+) -> None:
+    """As in the test above, a concurrent claim of the limited type commits while ours waits
+    for the config row. Ours must not lose its completion to the rollback: it commits the
+    completion alone, then claims under the lock and takes nothing."""
+    storage, queue = mysql_storage, mysql_storage.queue
+    configure(storage, max_concurrent=1)
+    configure(storage, "other", max_concurrent=10)
+    register(queue, "w1")
+    register(queue, "w2")
+    [held] = queue.enqueue_many([TaskRequest("other")])
+    [held] = queue.claim("w1")
+    first, _ = queue.enqueue_many(TaskRequest("job") for _ in range(2))
+    outcome: list[CompletionAndClaim] = []
+    with EngineEvents(storage, "commit") as commits:
+        _while_another_claim_checks_the_limit(
+            storage, first.task_id, lambda: outcome.append(queue.complete_and_claim(held))
+        )
+    assert outcome == [(True, [])]
+    assert storage.tasks.get(held.task_id).status is TaskStatus.COMPLETED
+    assert len(commits.calls) == 3  # the other's, our completion's, our claim's
+    assert load_of(storage, "w1") == 0
 
 
 def test_enqueue_with_a_delay_returns_the_stored_whole_second(

@@ -15,17 +15,20 @@ where the server has no SKIP LOCKED). Nothing else locks task-config rows, and w
 LOCKED a claim never waits on a task row, so the orders cannot deadlock. In the plain FOR
 UPDATE fallback a claim may wait on a row that a sweep is requeueing while the sweep waits
 on that claim's worker row: the server breaks that rare deadlock and the loser is retried
-like any other.
+like any other. complete_and_claim holds its completed task row, then its worker row, before
+it claims in the order above; on MySQL it does so only with SKIP LOCKED, so it waits on
+nothing but config rows, whose holders wait on nothing; without SKIP LOCKED, or over a
+limit, it commits the completion first and claims on its own.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -71,8 +74,6 @@ if TYPE_CHECKING:
     from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
 CLAIM_MAX = 1000
-
-T = TypeVar("T")
 
 
 # The hot paths' statements (claim, complete), built once. Building a Core statement and
@@ -204,6 +205,14 @@ class QueueSettings:
         return self.heartbeat_interval * self.missed_heartbeats
 
 
+class CompletionAndClaim(NamedTuple):
+    """What :meth:`TaskQueue.complete_and_claim` did: whether the completion applied, and
+    the tasks claimed."""
+
+    completed: bool
+    claimed: list[Task]
+
+
 @dataclass(frozen=True)
 class SweepReport:
     workers_marked_offline: list[str]
@@ -270,39 +279,56 @@ class TaskQueue:
         """
         check.identifier("worker_id", worker_id)
         check.integer("limit", limit, 1, CLAIM_MAX)
-        return self._run_claiming(partial(self._claim, worker_id=worker_id, limit=limit))
+        claim = partial(self._claim, worker_id=worker_id, limit=limit)
+        if self._skip_locked():
+            try:
+                return self._storage.run(claim)
+            except _OverLimit:
+                pass  # rolled back; a type is at its max_concurrent: count under its lock
+        return self._storage.run(partial(claim, lock_limits_first=True))
 
     def complete_and_claim(
         self, task: Task, result: Any = None, limit: int = 1
-    ) -> tuple[bool, list[Task]]:
+    ) -> CompletionAndClaim:
         """:meth:`complete` ``task``, then :meth:`claim` up to ``limit`` tasks for its worker,
         in one transaction: a worker that takes one task at a time commits once per task
         instead of twice.
 
-        Returns whether the completion applied, and the tasks claimed. The claim runs even
-        when the completion does not apply (the task was taken back): the worker is free.
+        The claim runs even when the completion does not apply (the task was taken back):
+        the worker is free either way. Where the claim would exceed a max_concurrent (or a
+        MySQL server has no SKIP LOCKED), the completion is committed on its own first, so
+        that no claim can cost it, and the claim follows as :meth:`claim` would run it.
+        After an exception the completion may or may not have applied; :meth:`complete`
+        the task again (it applies at most once).
         """
         self._check_lease(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
         check.integer("limit", limit, 1, CLAIM_MAX)
         worker_id = task.worker_id
         assert worker_id is not None  # _check_lease
+        complete = partial(self._complete, task=task, result=result)
+        claim = partial(self._claim, worker_id=worker_id, limit=limit)
 
-        def work(uow: UnitOfWork, lock_limits_first: bool = False) -> tuple[bool, list[Task]]:
-            completed = self._complete(uow, task, result)
-            return completed, self._claim(uow, worker_id, limit, lock_limits_first)
+        def both(uow: UnitOfWork, lock_limits_first: bool = False) -> CompletionAndClaim:
+            return CompletionAndClaim(
+                complete(uow), claim(uow, lock_limits_first=lock_limits_first)
+            )
 
-        return self._run_claiming(work)
-
-    def _run_claiming(self, work: Callable[..., T]) -> T:
-        """Run a unit of work that claims: max_concurrent checked last, and over a limit once
-        more with the config rows locked first (see the module's docstring)."""
-        if self._storage.profile.supports_skip_locked(self._storage.engine.dialect):
+        if self._skip_locked():
             try:
-                return self._storage.run(work)
+                return self._storage.run(both)
             except _OverLimit:
-                pass  # rolled back; a type is at its max_concurrent: count under its lock
-        return self._storage.run(partial(work, lock_limits_first=True))
+                pass  # both halves rolled back
+        elif self._storage.profile.single_writer:
+            # SQLite: the write lock serialises everything, limits are counted under it.
+            return self._storage.run(partial(both, lock_limits_first=True))
+        completed = self._storage.run(complete)
+        return CompletionAndClaim(
+            completed, self._storage.run(partial(claim, lock_limits_first=True))
+        )
+
+    def _skip_locked(self) -> bool:
+        return self._storage.profile.supports_skip_locked(self._storage.engine.dialect)
 
     def _claim(
         self, uow: UnitOfWork, worker_id: str, limit: int, lock_limits_first: bool = False
