@@ -348,7 +348,7 @@ class TaskQueue:
         room = _free_slots(session, supported, lock=lock_limits_first)
         if not room:
             return []
-        skip_locked = self._storage.profile.supports_skip_locked(session.dialect)
+        skip_locked = self._skip_locked()
         candidates, now = _pick(session, room, wanted, skip_locked)
         if not candidates:
             return []
