@@ -36,16 +36,18 @@ from asynctaskmanager.errors import (
     UnknownTaskTypeError,
     ValidationError,
 )
-from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, MySQLConfig
-from asynctaskmanager.infrastructure.queue import (
+from asynctaskmanager.infrastructure.config import MySQLConfig
+from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV
+from asynctaskmanager.infrastructure.transactions import TransactionRetry
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.queue import (
     CompletionAndClaim,
+    PruneReport,
     QueueSettings,
     SweepReport,
     TaskQueue,
 )
-from asynctaskmanager.infrastructure.retention import PruneReport
-from asynctaskmanager.infrastructure.storage import Storage, TransactionRetry, open_storage
-from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.storage import Storage, open_storage
 
 __all__ = [
     "ALLOWED_TRANSITIONS",

@@ -14,8 +14,8 @@ from datetime import timedelta
 
 from asynctaskmanager.errors import AsyncTaskManagerError, ValidationError
 from asynctaskmanager.infrastructure import migrations
-from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, build_engine, resolve_url
-from asynctaskmanager.infrastructure.storage import open_storage
+from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, connect
+from asynctaskmanager.storage import open_storage
 
 URL_HELP = f"database URL (default: ${DATABASE_URL_ENV} or the SQLite file)"
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("downgrade", "stamp") and not args.revision:
         parser.error(f"{args.command} needs a revision, e.g. 'base' or '0001'")
     try:
-        engine, _profile = build_engine(resolve_url(args.url))
+        engine = connect(args.url).engine
         try:
             if args.command == "upgrade":
                 migrations.upgrade(engine, args.revision)

@@ -31,7 +31,7 @@ TASK_TYPE = "bench"
 TABLES = ("task_log", "task", "worker", "task_config")
 MYSQL_URL_ENV = "ATM_BENCH_MYSQL_URL"
 DEFAULT_MYSQL_URL = "mysql+mysqldb://root@127.0.0.1:3306"
-# Same session settings as the library's engine (see infrastructure/dialects.py).
+# Same session settings as the library's engine (asynctaskmanager/infrastructure/dialects/).
 MYSQL_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION"

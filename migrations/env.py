@@ -1,7 +1,9 @@
 """Alembic environment.
 
-The database is, in order: a connection handed in by code (``config.attributes``), the URL
-set on the config, or ``ASYNCTASK_DATABASE_URL``, defaulting to ``sqlite:///asynctask.db``.
+The database is, in order: a ``Connection`` or an ``Engine`` handed in by code
+(``config.attributes["connection"]``; tools such as pytest-alembic hand in an Engine), the
+URL set on the config, or ``ASYNCTASK_DATABASE_URL``, defaulting to
+``sqlite:///asynctask.db``.
 Engines are built by the library itself, so migrations run with the same session settings
 (UTC, utf8mb4, strict SQL mode) as the application.
 """
@@ -12,9 +14,9 @@ from typing import Any
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
-from asynctaskmanager.infrastructure.engine import build_engine, resolve_url
+from asynctaskmanager.infrastructure.engine import connect, resolve_url
 from asynctaskmanager.infrastructure.schema import Base
 from asynctaskmanager.infrastructure.types import UTCDateTime
 
@@ -51,22 +53,34 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _migrate(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _migrate_with(engine: Engine) -> None:
+    with engine.connect() as connection:
+        _migrate(connection)
+        connection.commit()
+
+
 def run_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _configure(connection)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
-    engine, _profile = build_engine(resolve_url(config.get_main_option("sqlalchemy.url")))
-    try:
-        with engine.connect() as connection:
-            _configure(connection)
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
-    finally:
-        engine.dispose()
+    handed_in = config.attributes.get("connection")
+    if isinstance(handed_in, Connection):
+        _migrate(handed_in)
+    elif isinstance(handed_in, Engine):
+        _migrate_with(handed_in)
+    elif handed_in is not None:
+        raise TypeError(
+            f"config.attributes['connection'] must be a Connection or an Engine, not {handed_in!r}"
+        )
+    else:
+        engine = connect(config.get_main_option("sqlalchemy.url")).engine
+        try:
+            _migrate_with(engine)
+        finally:
+            engine.dispose()
 
 
 if context.is_offline_mode():

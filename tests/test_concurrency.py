@@ -47,11 +47,12 @@ from asynctaskmanager import (
     TaskStatus,
     WorkerStatus,
 )
+from asynctaskmanager.infrastructure.engine import Database
 from asynctaskmanager.infrastructure.expressions import db_now
-from asynctaskmanager.infrastructure.queue import claim_statement
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
+from asynctaskmanager.queue.claim import claim_statement
 from tests.queue_workers import (
     SHORT_HEARTBEATS,
     WorkerReport,
@@ -346,7 +347,7 @@ def test_mariadb_without_skip_locked_falls_back_correctly(
     tasks, workers, capacity = 600, 6, 4
     prepare(mysql_storage, tasks)
     profile = replace(mysql_storage.profile, supports_skip_locked=lambda _dialect: False)
-    fallback = Storage(mysql_storage.engine, profile)
+    fallback = Storage(Database(mysql_storage.engine, profile))
     sql: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -384,7 +385,7 @@ def test_killed_worker_tasks_are_taken_back_and_completed_once(
     storage: Storage = request.getfixturevalue(f"{backend}_storage")
     url: URL = request.getfixturevalue("mysql_database_url" if backend == "mysql" else "sqlite_url")
     prepare(storage, 0)
-    queue = TaskQueue(storage, SHORT_HEARTBEATS)
+    queue = TaskQueue(storage.runner, SHORT_HEARTBEATS)
     # Long timeouts: only the missed heartbeats can bring these tasks back.
     held_ids = {
         task.task_id

@@ -13,7 +13,7 @@ from asynctaskmanager import (
     TransactionRetry,
     TransientStorageError,
 )
-from asynctaskmanager.infrastructure.engine import build_engine
+from asynctaskmanager.infrastructure.engine import connect
 from tests.conftest import mysql_only
 
 
@@ -97,12 +97,12 @@ class _CountingRetry(TransactionRetry):
 def test_an_exhausted_pool_gives_one_transient_error_without_retries(
     database_url: URL,
 ) -> None:
-    engine, profile = build_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    database = connect(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     retry = _CountingRetry()
-    storage = Storage(engine, profile, retry=retry)
+    storage = Storage(database, retry=retry)
     try:
         # The pool's only connection, held.
-        with engine.connect(), pytest.raises(TransientStorageError) as raised:
+        with database.engine.connect(), pytest.raises(TransientStorageError) as raised:
             storage.tasks.count()
         assert "pool timeout" in str(raised.value)
         assert not raised.value.outcome_unknown

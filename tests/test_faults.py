@@ -30,13 +30,13 @@ from asynctaskmanager import (
     TaskConfig,
     TaskLog,
     TaskStatus,
+    TransactionRetry,
     TransientStorageError,
     Worker,
     open_storage,
 )
 from asynctaskmanager.domain.enums import LogType
-from asynctaskmanager.infrastructure import dialects
-from asynctaskmanager.infrastructure.storage import TransactionRetry
+from asynctaskmanager.infrastructure.dialects import mysql as mysql_dialect
 from tests.conftest import empty_tables
 from tests.faults import (
     Adversary,
@@ -171,7 +171,7 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 def test_killed_idle_pooled_connection_is_replaced_silently(
     faulty: Storage, killer: ConnectionKiller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dialects, "PING_AFTER_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(mysql_dialect, "PING_AFTER_IDLE_SECONDS", 0.2)
     with faulty.engine.connect() as connection:
         pooled = mysql_thread_id(connection)
     assert killer.kill(pooled)

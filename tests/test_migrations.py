@@ -26,7 +26,7 @@ from sqlalchemy import URL, Engine, inspect, text
 from asynctaskmanager import ExecutorType, Storage, StorageError, TaskConfig, open_storage
 from asynctaskmanager.cli import main as cli_main
 from asynctaskmanager.infrastructure import migrations
-from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, build_engine
+from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, connect
 from asynctaskmanager.infrastructure.schema import Base
 from tests.conftest import scratch_database
 
@@ -87,7 +87,7 @@ def run_check(engine: Engine) -> None:
 @pytest.fixture
 def engine_for(database_url: URL) -> Iterator[Engine]:
     """A library-configured engine on an empty database of each persistent kind."""
-    engine, _profile = build_engine(database_url)
+    engine = connect(database_url).engine
     try:
         yield engine
     finally:
@@ -212,7 +212,7 @@ def test_checkout_alembic_ini_uses_the_environment_url(
     config = Config(str(ROOT / "alembic.ini"))
     command.upgrade(config, "head")
     command.check(config)
-    engine, _ = build_engine(database_url)
+    engine = connect(database_url).engine
     try:
         assert migrations.current_revision(engine) == migrations.head_revision()
         assert set(inspect(engine).get_table_names()) >= LIBRARY_TABLES
@@ -261,8 +261,8 @@ def second_mysql_database(mysql_server_url: URL) -> Iterator[URL]:
 def test_adopt_database_created_from_spec_ddl(
     fresh_mysql_database: URL, second_mysql_database: URL
 ) -> None:
-    adopted, _ = build_engine(fresh_mysql_database)
-    reference, _ = build_engine(second_mysql_database)
+    adopted = connect(fresh_mysql_database).engine
+    reference = connect(second_mysql_database).engine
     try:
         statements = [s for s in SPEC_SCHEMA.read_text(encoding="utf-8").split(";") if s.strip()]
         assert len(statements) == 4

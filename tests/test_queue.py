@@ -199,7 +199,7 @@ class StatementCounter(EngineEvents):
 
 @pytest.fixture
 def queue(storage: Storage) -> TaskQueue:
-    return TaskQueue(storage, NO_JITTER)
+    return TaskQueue(storage.runner, NO_JITTER)
 
 
 # --- the state machine ---------------------------------------------------------------------
@@ -615,7 +615,7 @@ def test_retry_delays_follow_the_config(
 
 
 def test_retry_delay_is_capped(storage: Storage) -> None:
-    queue = TaskQueue(storage, QueueSettings(retry_jitter=0.0, max_retry_delay=7))
+    queue = TaskQueue(storage.runner, QueueSettings(retry_jitter=0.0, max_retry_delay=7))
     configure(storage, retry_strategy=RetryStrategy.EXPONENTIAL, retry_delay=100)
     register(queue)
     task = queue.enqueue("job")
@@ -676,7 +676,7 @@ def test_cancel_pending_and_running(storage: Storage, queue: TaskQueue) -> None:
 
 
 def test_late_completion_after_rescue_and_reclaim_by_same_worker(storage: Storage) -> None:
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage, default_max_retry=3)
     register(queue)
     task = queue.enqueue("job")
@@ -762,7 +762,7 @@ def test_deregister_requeues_what_the_worker_held(storage: Storage, queue: TaskQ
 
 
 def test_sweep_takes_back_a_dead_workers_tasks(storage: Storage) -> None:
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage, "retry", default_max_retry=2)
     configure(storage, "once", default_max_retry=0)
     register(queue, "dead")
@@ -815,7 +815,7 @@ def test_sweep_takes_back_tasks_of_a_silent_worker_already_marked_offline(
 ) -> None:
     """An earlier sweep marked the worker offline and stopped before taking its tasks back:
     the next sweep must still take them back, not wait for their timeouts."""
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage, default_timeout=3600)
     register(queue)
     task = queue.enqueue("job")
@@ -833,7 +833,7 @@ def test_sweep_takes_back_tasks_of_a_silent_worker_already_marked_offline(
 
 
 def test_sweep_takes_back_a_task_past_its_timeout(storage: Storage) -> None:
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage)
     register(queue)
     late = queue.enqueue("job", timeout=5)
@@ -858,7 +858,7 @@ def test_sweep_takes_back_a_task_past_its_timeout(storage: Storage) -> None:
 
 def test_sweep_never_takes_back_a_live_workers_task(storage: Storage) -> None:
     # Wide margins, so that a stalled machine cannot make the worker dead or the task late.
-    queue = TaskQueue(storage, QueueSettings(heartbeat_interval=timedelta(seconds=30)))
+    queue = TaskQueue(storage.runner, QueueSettings(heartbeat_interval=timedelta(seconds=30)))
     configure(storage, default_timeout=600)
     register(queue)
     queue.enqueue_many(TaskRequest("job") for _ in range(3))
@@ -878,17 +878,17 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
 ) -> None:
     """The sweep found the worker silent, then its heartbeat arrived: it is alive, and its
     task must not be taken back (it would then run twice)."""
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage)
     register(queue)
     task = queue.enqueue("job")
     [held] = queue.claim("w1")
     set_worker(storage, "w1", last_heartbeat=now_of(storage) - timedelta(seconds=30))
 
-    original = storage.run
+    original = storage.runner.run
     calls = 0
 
-    def run(work: Callable[[UnitOfWork], T]) -> T:
+    def run(work: Callable[[UnitOfWork], T], *, read_only: bool = False) -> T:
         nonlocal calls
         calls += 1
         if calls == 2:  # after the sweep's first transaction (finding the dead) ...
@@ -897,9 +897,9 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
                     update(w).where(w.c.worker_id == "w1").values(last_heartbeat=db_now())
                 )
             )
-        return original(work)
+        return original(work, read_only=read_only)
 
-    monkeypatch.setattr(storage, "run", run)
+    monkeypatch.setattr(storage.runner, "run", run)
     report = queue.sweep()
     monkeypatch.undo()
     assert report.requeued == [] and report.failed == []
@@ -909,7 +909,7 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
 
 
 def test_concurrent_sweeps_take_each_task_back_once(storage: Storage) -> None:
-    queue = TaskQueue(storage, SWEEP)
+    queue = TaskQueue(storage.runner, SWEEP)
     configure(storage, default_max_retry=3, max_concurrent=100)
     register(queue, capacity=100)
     tasks = queue.enqueue_many(TaskRequest("job") for _ in range(30))

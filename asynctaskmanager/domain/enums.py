@@ -14,10 +14,11 @@ class TaskStatus(str, Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in _FINAL_STATUSES
+        return self in FINAL_STATUSES
 
 
-_FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# The statuses a task never leaves.
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 class TaskPriority(IntEnum):

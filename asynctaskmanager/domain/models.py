@@ -24,7 +24,8 @@ from asynctaskmanager.domain.enums import (
 )
 from asynctaskmanager.domain.ids import new_id
 
-_set = object.__setattr__  # frozen dataclasses normalise their own fields in __post_init__
+# Frozen dataclasses normalise their own fields in __post_init__ through this.
+set_field = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,8 @@ class Task:
     def __post_init__(self) -> None:
         check.identifier("task_id", self.task_id)
         check.identifier("task_type", self.task_type)
-        _set(self, "priority", check.enum_member("priority", TaskPriority, self.priority))
-        _set(self, "status", check.enum_member("status", TaskStatus, self.status))
+        set_field(self, "priority", check.enum_member("priority", TaskPriority, self.priority))
+        set_field(self, "status", check.enum_member("status", TaskStatus, self.status))
         check.json_document("payload", self.payload)
         check.json_document("result", self.result)
         check.long_text("error_message", self.error_message)
@@ -60,7 +61,7 @@ class Task:
         for name in ("created_at", "scheduled_at", "started_at", "completed_at"):
             value = getattr(self, name)
             if value is not None:
-                _set(self, name, check.timestamp(name, value))
+                set_field(self, name, check.timestamp(name, value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class TaskConfig:
         check.identifier("task_type", self.task_type)
         check.text("task_name", self.task_name, limits.NAME_MAX, allow_empty=False)
         check.long_text("description", self.description)
-        _set(
+        set_field(
             self,
             "executor_type",
             check.enum_member("executor_type", ExecutorType, self.executor_type),
@@ -92,19 +93,19 @@ class TaskConfig:
         check.json_document("executor_config", self.executor_config)
         check.integer("default_timeout", self.default_timeout, 1)
         check.integer("default_max_retry", self.default_max_retry, 0)
-        _set(
+        set_field(
             self,
             "retry_strategy",
             check.enum_member("retry_strategy", RetryStrategy, self.retry_strategy),
         )
         check.integer("retry_delay", self.retry_delay, 0)
-        _set(
+        set_field(
             self, "backoff_rate", check.decimal("backoff_rate", self.backoff_rate, Decimal("1.00"))
         )
         check.integer("max_concurrent", self.max_concurrent, 1)
         check.boolean("enabled", self.enabled)
-        _set(self, "created_at", check.optional_timestamp("created_at", self.created_at))
-        _set(self, "updated_at", check.optional_timestamp("updated_at", self.updated_at))
+        set_field(self, "created_at", check.optional_timestamp("created_at", self.created_at))
+        set_field(self, "updated_at", check.optional_timestamp("updated_at", self.updated_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,14 @@ class TaskLog:
     def __post_init__(self) -> None:
         check.identifier("log_id", self.log_id)
         check.identifier("task_id", self.task_id)
-        _set(self, "log_type", check.enum_member("log_type", LogType, self.log_type))
-        _set(self, "from_status", check.optional_enum("from_status", TaskStatus, self.from_status))
-        _set(self, "to_status", check.optional_enum("to_status", TaskStatus, self.to_status))
+        set_field(self, "log_type", check.enum_member("log_type", LogType, self.log_type))
+        set_field(
+            self, "from_status", check.optional_enum("from_status", TaskStatus, self.from_status)
+        )
+        set_field(self, "to_status", check.optional_enum("to_status", TaskStatus, self.to_status))
         check.long_text("message", self.message)
         check.json_document("details", self.details)
-        _set(self, "created_at", check.optional_timestamp("created_at", self.created_at))
+        set_field(self, "created_at", check.optional_timestamp("created_at", self.created_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +149,15 @@ class Worker:
         check.identifier("worker_id", self.worker_id)
         check.text("worker_name", self.worker_name, limits.NAME_MAX, allow_empty=False)
         check.text("address", self.address, limits.ADDRESS_MAX, allow_empty=False)
-        _set(self, "status", check.enum_member("status", WorkerStatus, self.status))
+        set_field(self, "status", check.enum_member("status", WorkerStatus, self.status))
         check.integer("capacity", self.capacity, 1)
         check.integer("current_load", self.current_load, 0)
-        _set(
+        set_field(
             self,
             "supported_types",
             check.string_list("supported_types", self.supported_types, check.identifier),
         )
-        _set(
+        set_field(
             self, "last_heartbeat", check.optional_timestamp("last_heartbeat", self.last_heartbeat)
         )
 
@@ -184,9 +187,9 @@ def restore(kind: type[E], values: dict[str, Any]) -> E:
         raise TypeError(f"restore({kind.__name__}) needs every field, got {sorted(values)}")
     entity = object.__new__(kind)
     for name, value in values.items():
-        _set(entity, name, value)
+        set_field(entity, name, value)
     for name, enum in _ENUM_FIELDS[kind]:
         value = values[name]
         if value is not None and type(value) is not enum:
-            _set(entity, name, enum(value))
+            set_field(entity, name, enum(value))
     return entity

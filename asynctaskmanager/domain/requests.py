@@ -10,9 +10,8 @@ from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import TaskPriority
 from asynctaskmanager.domain.ids import new_id
+from asynctaskmanager.domain.models import set_field
 from asynctaskmanager.errors import ValidationError
-
-_set = object.__setattr__
 
 # No delay can land inside TIMESTAMP's range if it is longer than the range itself.
 MAX_DELAY = limits.TIMESTAMP_MAX - limits.TIMESTAMP_MIN
@@ -37,13 +36,13 @@ class TaskRequest:
     def __post_init__(self) -> None:
         check.identifier("task_id", self.task_id)
         check.identifier("task_type", self.task_type)
-        _set(self, "priority", check.enum_member("priority", TaskPriority, self.priority))
+        set_field(self, "priority", check.enum_member("priority", TaskPriority, self.priority))
         check.json_document("payload", self.payload)
         if self.timeout is not None:
             check.integer("timeout", self.timeout, 1)
         if self.max_retry is not None:
             check.integer("max_retry", self.max_retry, 0)
-        _set(self, "scheduled_at", check.optional_timestamp("scheduled_at", self.scheduled_at))
+        set_field(self, "scheduled_at", check.optional_timestamp("scheduled_at", self.scheduled_at))
         if self.delay is not None:
             if not isinstance(self.delay, timedelta) or not timedelta(0) <= self.delay <= MAX_DELAY:
                 raise ValidationError(

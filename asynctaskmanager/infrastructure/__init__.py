@@ -1,1 +1,2 @@
-"""Infrastructure: the SQLAlchemy mapping, dialect profiles, repositories and the queue."""
+"""Infrastructure: the SQLAlchemy mapping, dialects, engines, repositories, units of work and
+the transaction runner. It knows the domain and nothing above it."""

@@ -1,19 +1,16 @@
-"""From a URL or a config object to a configured SQLAlchemy engine."""
+"""From a target (a URL, a config object, ``"memory"`` or nothing) to a configured engine."""
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import StaticPool
 
 from asynctaskmanager.domain.validation import dumps
-from asynctaskmanager.errors import ConfigurationError, ValidationError
+from asynctaskmanager.errors import ConfigurationError
+from asynctaskmanager.infrastructure.config import MySQLConfig
 from asynctaskmanager.infrastructure.dialects import DialectProfile, profile_for
 
 # Set in a pooled connection's info by whoever ended its transaction (the unit of work) just
@@ -23,76 +20,6 @@ TRANSACTION_ENDED = "asynctaskmanager.transaction_ended"
 DATABASE_URL_ENV = "ASYNCTASK_DATABASE_URL"
 DEFAULT_URL = "sqlite:///asynctask.db"
 MEMORY = "memory"
-
-
-@dataclass(frozen=True)
-class MySQLConfig:
-    """The spec's MySQL Config. Zero means no limit, as in Go's database/sql.
-
-    ``max_open`` caps the open connections, ``max_idle`` how many are kept while idle, and
-    ``max_life`` how long a connection lives before it is replaced.
-    """
-
-    user: str
-    password: str
-    database: str
-    host: str = "localhost"
-    port: int = 3306
-    max_open: int = 0
-    max_idle: int = 0
-    max_life: timedelta = timedelta(0)
-
-    def __post_init__(self) -> None:
-        for name in ("user", "database", "host"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ValidationError(name, "must be a non-empty string", value)
-        if not isinstance(self.password, str):
-            raise ValidationError("password", "must be a string", "***")
-        if type(self.port) is not int or not 0 < self.port < 65536:
-            raise ValidationError("port", "must be between 1 and 65535", self.port)
-        for name in ("max_open", "max_idle"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ValidationError(
-                    name, "must be an integer of at least 0 (0 = unlimited)", value
-                )
-        if not isinstance(self.max_life, timedelta) or self.max_life < timedelta(0):
-            raise ValidationError(
-                "max_life", "must be a timedelta of at least 0 (0 = forever)", self.max_life
-            )
-
-    @property
-    def url(self) -> URL:
-        return URL.create(
-            "mysql+mysqldb",
-            username=self.user,
-            password=self.password,
-            host=self.host,
-            port=self.port,
-            database=self.database,
-        )
-
-    def pool_options(self) -> dict[str, Any]:
-        """Go's pool settings in QueuePool's terms.
-
-        QueuePool keeps ``pool_size`` connections and opens up to ``max_overflow`` more,
-        closing those when they are returned; ``pool_size=0`` means no limit. As in Go, an
-        idle limit above the open limit is lowered to it.
-        """
-        if self.max_open == 0:
-            pool_size, overflow = self.max_idle, -1
-        else:
-            idle = self.max_open if self.max_idle == 0 else min(self.max_idle, self.max_open)
-            pool_size, overflow = idle, self.max_open - idle
-        life = self.max_life.total_seconds()
-        return {
-            "pool_size": pool_size,
-            "max_overflow": overflow,
-            # pool_recycle counts whole seconds and 0 would replace a connection at every
-            # checkout; round a sub-second lifetime up to one second.
-            "pool_recycle": max(1, math.ceil(life)) if life > 0 else -1,
-        }
 
 
 def resolve_url(target: str | URL | None) -> URL:
@@ -110,28 +37,41 @@ def resolve_url(target: str | URL | None) -> URL:
     return url
 
 
-def is_memory(url: URL) -> bool:
-    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+class Database(NamedTuple):
+    """A configured engine and the profile of its dialect."""
+
+    engine: Engine
+    profile: DialectProfile
 
 
-def build_engine(url: URL, **pool_options: Any) -> tuple[Engine, DialectProfile]:
-    profile = profile_for(url.get_backend_name())
-    options = profile.engine_options(url)
-    if is_memory(url):
-        # One connection is the whole database; the storage serialises its users.
-        options["poolclass"] = StaticPool
-    options.update(pool_options)
+Target = str | URL | MySQLConfig | None
+
+
+def connect(target: Target = None, **engine_options: Any) -> Database:
+    """The engine for ``target``: ``"memory"``, a URL (string or :class:`URL`), a
+    :class:`MySQLConfig`, or None for ``$ASYNCTASK_DATABASE_URL``, else the embedded
+    ``sqlite:///asynctask.db``. Nothing is sent to the database yet.
+
+    ``engine_options`` go to :func:`sqlalchemy.create_engine` last (pool tuning, say)."""
+    if isinstance(target, MySQLConfig):
+        return _build(target.url, target.pool_options() | engine_options)
+    return _build(resolve_url(target), engine_options)
+
+
+def _build(url: URL, pool_options: dict[str, Any]) -> Database:
+    profile = profile_for(url)
+    options = profile.engine_options(url) | pool_options
     options["pool_reset_on_return"] = None  # see _reset_unless_ended
     try:
         engine = create_engine(url, json_serializer=dumps, **options)
     except ImportError as error:
+        hint = f"; {profile.driver_hint}" if profile.driver_hint else ""
         raise ConfigurationError(
-            f"the driver for {url.drivername} is not installed; for MySQL install "
-            "'asynctaskmanager[mysql]'"
+            f"the driver for {url.drivername} is not installed{hint}"
         ) from error
     event.listen(engine, "reset", _reset_unless_ended)
     profile.configure(engine)
-    return engine, profile
+    return Database(engine, profile)
 
 
 def _reset_unless_ended(dbapi_connection: Any, record: Any, state: Any) -> None:

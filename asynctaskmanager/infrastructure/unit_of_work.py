@@ -2,52 +2,31 @@
 
 from __future__ import annotations
 
-import threading
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session
 
+from asynctaskmanager.domain.repositories import (
+    TaskConfigRepository,
+    TaskLogRepository,
+    TaskRepository,
+    WorkerRepository,
+)
 from asynctaskmanager.errors import StorageError, TransientStorageError
-from asynctaskmanager.infrastructure.dialects import READ_ONLY, DialectProfile, translate
+from asynctaskmanager.infrastructure.dialects import READ_ONLY, DialectProfile
 from asynctaskmanager.infrastructure.engine import TRANSACTION_ENDED
+from asynctaskmanager.infrastructure.errors import pool_exhausted, translate
 from asynctaskmanager.infrastructure.repositories import (
     SqlTaskConfigRepository,
     SqlTaskLogRepository,
     SqlTaskRepository,
     SqlWorkerRepository,
 )
-
-
-class SingleWriterGuard:
-    """Refuses a second unit of work in the thread that has one open, and may serialise.
-
-    SQLite has one writer at a time: a thread that opens a unit of work inside its own open
-    one would wait for itself until the busy timeout. On the in-memory database (one shared
-    connection, not safe for concurrent writers: crashes and lost rows were seen) the guard
-    also holds a lock for the whole unit of work.
-    """
-
-    def __init__(self, *, serialise: bool) -> None:
-        self._lock = threading.Lock() if serialise else None
-        self._owner = threading.local()
-
-    def __enter__(self) -> None:
-        if getattr(self._owner, "held", False):
-            raise StorageError(
-                "SQLite has one writer: a unit of work cannot open inside another in the same "
-                "thread; use the open one's repositories"
-            )
-        if self._lock is not None:
-            self._lock.acquire()
-        self._owner.held = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._owner.held = False
-        if self._lock is not None:
-            self._lock.release()
 
 
 class UnitOfWork:
@@ -63,24 +42,25 @@ class UnitOfWork:
     commits; InnoDB needs no hint for plain SELECTs), so only SQLite promises one snapshot.
     """
 
-    tasks: SqlTaskRepository
-    task_configs: SqlTaskConfigRepository
-    task_logs: SqlTaskLogRepository
-    workers: SqlWorkerRepository
+    tasks: TaskRepository
+    task_configs: TaskConfigRepository
+    task_logs: TaskLogRepository
+    workers: WorkerRepository
 
     def __init__(
         self,
         engine: Engine,
         profile: DialectProfile,
-        guard: SingleWriterGuard | None,
+        guard: AbstractContextManager[Any] | None,
         *,
         read_only: bool = False,
     ) -> None:
         self._engine = engine
         self.read_only = read_only
         self.profile = profile
-        self._guard: AbstractContextManager[object] = guard if guard is not None else nullcontext()
+        self._guard: AbstractContextManager[Any] = guard if guard is not None else nullcontext()
         self._connection: Connection | None = None
+        self._session: Session | None = None
         self._committed = False
 
     @property
@@ -89,6 +69,22 @@ class UnitOfWork:
         if self._connection is None:
             raise StorageError("the unit of work is not open; use it in a with block")
         return self._connection
+
+    @property
+    def session(self) -> Session:
+        """An ORM :class:`~sqlalchemy.orm.Session` in this unit of work's transaction, made on
+        first use: what it writes commits or rolls back with the repositories' statements.
+
+        :meth:`commit` flushes it first. The repositories write through Core, so ORM objects
+        loaded before a repository changed their rows are stale until refreshed.
+        """
+        if self._session is None:
+            connection = self.connection
+            if not connection.in_transaction():
+                connection.begin()
+            # rollback_only: the unit of work commits; a Session rollback rolls back all.
+            self._session = Session(bind=connection, join_transaction_mode="rollback_only")
+        return self._session
 
     def __enter__(self) -> UnitOfWork:
         self._guard.__enter__()
@@ -114,6 +110,10 @@ class UnitOfWork:
         return self
 
     def commit(self) -> None:
+        if self._session is not None:
+            # A failed flush is an ordinary failure (translated on leaving the block), not a
+            # COMMIT of unknown outcome.
+            self._session.flush()
         try:
             self.connection.commit()
         except DBAPIError as error:
@@ -125,6 +125,8 @@ class UnitOfWork:
         self._committed = True
 
     def rollback(self) -> None:
+        if self._session is not None:
+            self._session.expunge_all()
         self.connection.rollback()
 
     def __exit__(
@@ -134,6 +136,9 @@ class UnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
         try:
             if connection is not None:
                 try:
@@ -159,11 +164,3 @@ class UnitOfWork:
             raise translate(exc, self.profile) from exc
         if isinstance(exc, PoolTimeoutError):
             raise pool_exhausted() from exc
-
-
-def pool_exhausted() -> TransientStorageError:
-    """Every pooled connection stayed busy for the pool timeout (30 s). Nothing was sent, so
-    the caller may retry; Storage.run does not, as it has already waited that long."""
-    return TransientStorageError(
-        "no free database connection within the pool timeout (raise max_open?)"
-    )

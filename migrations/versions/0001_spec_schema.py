@@ -20,13 +20,25 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from asynctaskmanager.infrastructure.dialects import profile_for
-from asynctaskmanager.infrastructure.types import current_timestamp_on_update
-
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def _on_mysql() -> bool:
+    """MySQL and MariaDB scope index names per table and compare keys case-insensitively
+    by default; SQLite (and PostgreSQL) scope index names per schema and compare bytes."""
+    return op.get_context().dialect.name in ("mysql", "mariadb")
+
+
+def _current_timestamp_on_update() -> sa.TextClause:
+    """The spec's ``ON UPDATE CURRENT_TIMESTAMP`` where the server has it; SQLite gets a
+    trigger (below) instead."""
+    if _on_mysql():
+        return sa.text("CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP")
+    return NOW
+
 
 MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 NOW = sa.text("CURRENT_TIMESTAMP")
@@ -74,7 +86,7 @@ END
 
 
 def index_name(table: str, column: str) -> str:
-    if profile_for(op.get_bind().dialect.name).index_names_are_per_table:
+    if _on_mysql():
         return f"idx_{column}"
     return f"ix_{table}_{column}"
 
@@ -118,7 +130,7 @@ def upgrade() -> None:
             "updated_at",
             sa.TIMESTAMP,
             nullable=False,
-            server_default=current_timestamp_on_update(),
+            server_default=_current_timestamp_on_update(),
         ),
         **MYSQL_TABLE,
     )
@@ -148,7 +160,7 @@ def upgrade() -> None:
     )
     for table, column in SPEC_INDEXES:
         op.create_index(index_name(table, column), table, [column])
-    if not profile_for(op.get_bind().dialect.name).index_names_are_per_table:
+    if op.get_context().dialect.name == "sqlite":
         op.execute(SQLITE_UPDATED_AT_TRIGGER)
 
 

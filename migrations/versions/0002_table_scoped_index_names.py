@@ -16,12 +16,17 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from asynctaskmanager.infrastructure.dialects import profile_for
-
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def _on_mysql() -> bool:
+    """MySQL and MariaDB scope index names per table and compare keys case-insensitively
+    by default; SQLite (and PostgreSQL) scope index names per schema and compare bytes."""
+    return op.get_context().dialect.name in ("mysql", "mariadb")
+
 
 # (table, column); the spec names each index idx_<column>.
 INDEXED = [
@@ -39,7 +44,7 @@ INDEXED = [
 
 
 def _rename(reverse: bool) -> None:
-    if not profile_for(op.get_bind().dialect.name).index_names_are_per_table:
+    if not _on_mysql():
         return
     for table, column in INDEXED:
         spec_name, scoped_name = f"idx_{column}", f"ix_{table}_{column}"

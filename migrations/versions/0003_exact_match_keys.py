@@ -18,12 +18,17 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from asynctaskmanager.infrastructure.dialects import profile_for
-
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def _on_mysql() -> bool:
+    """MySQL and MariaDB scope index names per table and compare keys case-insensitively
+    by default; SQLite (and PostgreSQL) scope index names per schema and compare bytes."""
+    return op.get_context().dialect.name in ("mysql", "mariadb")
+
 
 # (table, column, nullable)
 KEY_COLUMNS = [
@@ -38,7 +43,7 @@ KEY_COLUMNS = [
 
 
 def _set_collation(collation: str | None) -> None:
-    if not profile_for(op.get_bind().dialect.name).keys_need_binary_collation:
+    if not _on_mysql():
         return
     for table, column, nullable in KEY_COLUMNS:
         op.alter_column(

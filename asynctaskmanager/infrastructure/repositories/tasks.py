@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, func, select
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import TaskStatus
 from asynctaskmanager.domain.models import Task, restore
 from asynctaskmanager.domain.repositories import TaskFilter, TaskOrder
-from asynctaskmanager.errors import NotFoundError, ValidationError
-from asynctaskmanager.infrastructure.prepared import PreparedInsert
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
+from asynctaskmanager.errors import ValidationError
+from asynctaskmanager.infrastructure.repositories.table import TableRepository, page, reads
 from asynctaskmanager.infrastructure.schema import task_table as t
 
 ALL_TASKS = TaskFilter()
 
 _ORDER_COLUMNS = {order: t.c[order.value] for order in TaskOrder}
-# Built once: building a statement and its cache key costs more than a primary-key lookup.
-_FIND = select(t).where(t.c.task_id == bindparam("p_task_id"))
-
-
 # Every column but created_at, which the database fills in when a task has none.
 _COLUMNS = (
     "task_id",
@@ -40,7 +35,6 @@ _COLUMNS = (
     "started_at",
     "completed_at",
 )
-_INSERTS = (PreparedInsert(t, _COLUMNS), PreparedInsert(t, (*_COLUMNS, "created_at")))
 
 
 def task_values(task: Task) -> tuple[Any, ...]:
@@ -63,57 +57,22 @@ def task_values(task: Task) -> tuple[Any, ...]:
     )
 
 
-def task_to_row(task: Task) -> dict[str, Any]:
-    row = dict(zip(_COLUMNS, task_values(task), strict=True))
-    if task.created_at is not None:
-        row["created_at"] = task.created_at
-    return row
-
-
 def row_to_task(row: Any) -> Task:
     return restore(Task, dict(row._mapping))
 
 
-class SqlTaskRepository(SqlRepository):
+class SqlTaskRepository(TableRepository[Task]):
     entity = "task"
+    argument = "task"
+    kind = Task
+    table = t
+    key = "task_id"
+    columns = _COLUMNS
 
-    def create(self, task: Task) -> None:
-        entity("task", task, Task)
-        self._insert_one(task, task_values, _INSERTS)
+    def values(self, item: Task) -> tuple[Any, ...]:
+        return task_values(item)
 
-    def create_many(self, tasks: Iterable[Task], *, savepoint: bool = True) -> int:
-        """Insert all or none, in batches of executemany; returns how many were inserted.
-
-        ``savepoint=False`` leaves out the SAVEPOINT that keeps a failed call from leaving
-        rows behind: only for a transaction that will be rolled back after any failure.
-        """
-        return self._insert_all(tasks, Task, task_values, _INSERTS, savepoint=savepoint)
-
-    def find(self, task_id: str) -> Task | None:
-        check.identifier("task_id", task_id)
-        row = self._execute(_FIND, {"p_task_id": task_id}).first()
-        return None if row is None else row_to_task(row)
-
-    def get(self, task_id: str) -> Task:
-        task = self.find(task_id)
-        if task is None:
-            raise NotFoundError(self.entity, task_id)
-        return task
-
-    def update(self, task: Task) -> None:
-        entity("task", task, Task)
-        row = task_to_row(task)
-        del row["task_id"]
-        row.pop("created_at", None)  # the creation instant never changes
-        result = self._execute(
-            update(t).where(t.c.task_id == task.task_id).values(row), key=task.task_id
-        )
-        self._require_one(result, task.task_id)
-
-    def delete(self, task_id: str) -> None:
-        check.identifier("task_id", task_id)
-        self._require_one(self._execute(delete(t).where(t.c.task_id == task_id)), task_id)
-
+    @reads
     def list(
         self,
         where: TaskFilter = ALL_TASKS,
@@ -136,8 +95,9 @@ class SqlTaskRepository(SqlRepository):
             .limit(limit)
             .offset(offset)
         )
-        return [row_to_task(row) for row in self._execute(query)]
+        return [self.from_row(row) for row in self._execute(query)]
 
+    @reads
     def count(self, where: TaskFilter = ALL_TASKS) -> int:
         query = select(func.count()).select_from(t).where(*_conditions(where))
         return int(self._execute(query).scalar_one())

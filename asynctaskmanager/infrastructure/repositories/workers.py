@@ -5,68 +5,49 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, func, select
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.enums import WorkerStatus
-from asynctaskmanager.domain.models import Worker, restore
-from asynctaskmanager.errors import NotFoundError
-from asynctaskmanager.infrastructure.repositories._base import SqlRepository, entity, page
+from asynctaskmanager.domain.models import Worker
+from asynctaskmanager.infrastructure.repositories.table import TableRepository, page, reads
 from asynctaskmanager.infrastructure.schema import worker_table as w
 
-
-def worker_to_row(worker: Worker) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "worker_id": worker.worker_id,
-        "worker_name": worker.worker_name,
-        "address": worker.address,
-        "status": worker.status.value,
-        "capacity": worker.capacity,
-        "current_load": worker.current_load,
-        "supported_types": worker.supported_types,
-    }
-    if worker.last_heartbeat is not None:
-        row["last_heartbeat"] = worker.last_heartbeat
-    return row
+# Every column but last_heartbeat, which the database fills in when a worker has none.
+_COLUMNS = (
+    "worker_id",
+    "worker_name",
+    "address",
+    "status",
+    "capacity",
+    "current_load",
+    "supported_types",
+)
 
 
-def row_to_worker(row: Any) -> Worker:
-    return restore(Worker, dict(row._mapping))
-
-
-class SqlWorkerRepository(SqlRepository):
+class SqlWorkerRepository(TableRepository[Worker]):
     entity = "worker"
+    argument = "worker"
+    kind = Worker
+    table = w
+    key = "worker_id"
+    columns = _COLUMNS
+    # A heartbeat given is written, on insert and on update alike.
+    stamped = "last_heartbeat"
+    database_owned = frozenset()
 
-    def create(self, worker: Worker) -> None:
-        entity("worker", worker, Worker)
-        self._execute(insert(w), worker_to_row(worker), key=worker.worker_id)
-
-    def find(self, worker_id: str) -> Worker | None:
-        check.identifier("worker_id", worker_id)
-        row = self._execute(select(w).where(w.c.worker_id == worker_id)).first()
-        return None if row is None else row_to_worker(row)
-
-    def get(self, worker_id: str) -> Worker:
-        worker = self.find(worker_id)
-        if worker is None:
-            raise NotFoundError(self.entity, worker_id)
-        return worker
-
-    def update(self, worker: Worker) -> None:
-        entity("worker", worker, Worker)
-        row = worker_to_row(worker)
-        del row["worker_id"]
-        self._require_one(
-            self._execute(
-                update(w).where(w.c.worker_id == worker.worker_id).values(row), key=worker.worker_id
-            ),
-            worker.worker_id,
+    def values(self, item: Worker) -> tuple[Any, ...]:
+        return (
+            item.worker_id,
+            item.worker_name,
+            item.address,
+            item.status.value,
+            item.capacity,
+            item.current_load,
+            item.supported_types,
         )
 
-    def delete(self, worker_id: str) -> None:
-        check.identifier("worker_id", worker_id)
-        self._require_one(self._execute(delete(w).where(w.c.worker_id == worker_id)), worker_id)
-
+    @reads
     def list(
         self,
         *,
@@ -85,8 +66,9 @@ class SqlWorkerRepository(SqlRepository):
             .limit(limit)
             .offset(offset)
         )
-        return [row_to_worker(row) for row in self._execute(query)]
+        return [self.from_row(row) for row in self._execute(query)]
 
+    @reads
     def count(
         self,
         *,

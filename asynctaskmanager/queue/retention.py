@@ -13,24 +13,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, or_, select
 
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.domain.enums import TaskStatus, WorkerStatus
+from asynctaskmanager.domain.enums import FINAL_STATUSES, TaskStatus, WorkerStatus
 from asynctaskmanager.errors import ValidationError
 from asynctaskmanager.infrastructure.expressions import db_now, filter_only
 from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
+from asynctaskmanager.infrastructure.transactions import TransactionRunner
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
-if TYPE_CHECKING:
-    from asynctaskmanager.infrastructure.storage import Storage
-    from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
-
-FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 PRUNE_BATCH_MAX = 10_000
 
 # Oldest first along the created_at index, resuming where the last batch ended, so that old
@@ -74,7 +71,7 @@ class PruneReport:
 
 
 def prune_finished(
-    storage: Storage,
+    runner: TransactionRunner,
     older_than: timedelta,
     *,
     statuses: Iterable[TaskStatus] = FINAL_STATUSES,
@@ -88,7 +85,7 @@ def prune_finished(
         raise ValidationError("older_than", "must be a timedelta of at least 0", older_than)
     check.integer("batch_size", batch_size, 1, PRUNE_BATCH_MAX)
     pruned = _final_statuses(statuses)
-    now: datetime = storage.run(
+    now: datetime = runner.run(
         lambda uow: uow.connection.execute(select(db_now())).scalar_one(), read_only=True
     )
     cutoff = _before(now, older_than)
@@ -100,16 +97,14 @@ def prune_finished(
     }
     tasks = logs = 0
     while True:
-        found, deleted_tasks, deleted_logs, last = storage.run(
-            lambda uow: _prune_batch(uow, params)
-        )
+        found, deleted_tasks, deleted_logs, last = runner.run(lambda uow: _prune_batch(uow, params))
         tasks += deleted_tasks
         logs += deleted_logs
         if found < batch_size or last is None:
             break
         params["p_after"] = last
     worker_cutoff = min(cutoff, _before(now, worker_grace))
-    workers = storage.run(
+    workers = runner.run(
         lambda uow: uow.connection.execute(_DELETE_WORKERS, {"p_cutoff": worker_cutoff}).rowcount
     )
     return PruneReport(tasks=tasks, logs=logs, workers=workers, cutoff=cutoff)

@@ -1,0 +1,82 @@
+"""Connection settings in the spec's terms, for the servers that have them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import URL
+
+from asynctaskmanager.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class MySQLConfig:
+    """The spec's MySQL Config. Zero means no limit, as in Go's database/sql.
+
+    ``max_open`` caps the open connections, ``max_idle`` how many are kept while idle, and
+    ``max_life`` how long a connection lives before it is replaced.
+    """
+
+    user: str
+    password: str
+    database: str
+    host: str = "localhost"
+    port: int = 3306
+    max_open: int = 0
+    max_idle: int = 0
+    max_life: timedelta = timedelta(0)
+
+    def __post_init__(self) -> None:
+        for name in ("user", "database", "host"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValidationError(name, "must be a non-empty string", value)
+        if not isinstance(self.password, str):
+            raise ValidationError("password", "must be a string", "***")
+        if type(self.port) is not int or not 0 < self.port < 65536:
+            raise ValidationError("port", "must be between 1 and 65535", self.port)
+        for name in ("max_open", "max_idle"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValidationError(
+                    name, "must be an integer of at least 0 (0 = unlimited)", value
+                )
+        if not isinstance(self.max_life, timedelta) or self.max_life < timedelta(0):
+            raise ValidationError(
+                "max_life", "must be a timedelta of at least 0 (0 = forever)", self.max_life
+            )
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "mysql+mysqldb",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.database,
+        )
+
+    def pool_options(self) -> dict[str, Any]:
+        """Go's pool settings in QueuePool's terms.
+
+        QueuePool keeps ``pool_size`` connections and opens up to ``max_overflow`` more,
+        closing those when they are returned; ``pool_size=0`` means no limit. As in Go, an
+        idle limit above the open limit is lowered to it.
+        """
+        if self.max_open == 0:
+            pool_size, overflow = self.max_idle, -1
+        else:
+            idle = self.max_open if self.max_idle == 0 else min(self.max_idle, self.max_open)
+            pool_size, overflow = idle, self.max_open - idle
+        life = self.max_life.total_seconds()
+        return {
+            "pool_size": pool_size,
+            "max_overflow": overflow,
+            # pool_recycle counts whole seconds and 0 would replace a connection at every
+            # checkout; round a sub-second lifetime up to one second.
+            "pool_recycle": max(1, math.ceil(life)) if life > 0 else -1,
+        }

@@ -1,0 +1,12 @@
+"""The task queue on top of the store: enqueue, claim, guarded transitions, sweep, retention.
+
+:class:`TaskQueue` (``service.py``) is the public API. The claim's SQL and its lock-order
+doctrine are in ``claim.py``, the guarded ends of an attempt in ``attempts.py``, retention
+in ``retention.py``.
+"""
+
+from asynctaskmanager.queue.retention import PruneReport
+from asynctaskmanager.queue.service import TaskQueue
+from asynctaskmanager.queue.settings import CompletionAndClaim, QueueSettings, SweepReport
+
+__all__ = ["CompletionAndClaim", "PruneReport", "QueueSettings", "SweepReport", "TaskQueue"]

@@ -1,0 +1,179 @@
+"""The guarded SQL that ends an attempt: complete, fail, rescue, cancel.
+
+Each applies only while the worker still holds the attempt it names (:data:`HELD_ATTEMPT`),
+frees the worker's slot in the same transaction, and writes the transition's log row. Task
+rows are locked before worker rows, as everywhere but in a claim (see ``claim.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Executable, bindparam, select, update
+
+from asynctaskmanager.domain.attempts import attempt_end_values, attempt_log, new_log, retry_at
+from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
+from asynctaskmanager.domain.lifecycle import ensure_transition
+from asynctaskmanager.domain.models import Task, TaskConfig
+from asynctaskmanager.errors import NotFoundError
+from asynctaskmanager.infrastructure.expressions import db_now
+from asynctaskmanager.infrastructure.repositories.task_configs import row_to_config
+from asynctaskmanager.infrastructure.repositories.tasks import row_to_task
+from asynctaskmanager.infrastructure.schema import task_config_table as cfg
+from asynctaskmanager.infrastructure.schema import task_table as t
+from asynctaskmanager.infrastructure.schema import worker_table as w
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.queue.settings import QueueSettings
+
+_RELEASE_SLOT = (
+    update(w)
+    .where(w.c.worker_id == bindparam("p_worker_id"), w.c.current_load > 0)
+    .values(current_load=w.c.current_load - 1)
+)
+# The attempt a worker holds: this task, in this state, held by this worker, in this attempt.
+# retry_count grows on every requeue, so a task rescued and claimed again (even by the same
+# worker) no longer matches an older attempt. Parameters come from end_attempt.
+HELD_ATTEMPT = (
+    (t.c.task_id == bindparam("p_task_id"))
+    & (t.c.status == bindparam("p_status"))
+    & (t.c.worker_id == bindparam("p_worker_id"))
+    & (t.c.retry_count == bindparam("p_retry_count"))
+)
+_COMPLETE = (
+    update(t)
+    .where(HELD_ATTEMPT)
+    .values(
+        status=TaskStatus.COMPLETED.value,
+        result=bindparam("p_result", type_=t.c.result.type),
+        completed_at=db_now(),
+    )
+)
+
+
+class WorkerAlive(Exception):
+    """A worker thought dead sent a heartbeat before its task was taken back."""
+
+
+def complete_attempt(uow: UnitOfWork, task: Task, result: Any) -> bool:
+    if not end_attempt(uow, task, _COMPLETE, {"p_result": result}):
+        return False
+    uow.task_logs.create(
+        new_log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
+    )
+    return True
+
+
+def fail_attempt(
+    uow: UnitOfWork, task: Task, message: str, *, retry: bool, settings: QueueSettings
+) -> bool:
+    config, now = config_and_now(uow, task.task_type)
+    when = _retry_at(task, config, now, settings) if retry else None
+    values = attempt_end_values(task, message, when, now)
+    if not end_attempt(uow, task, update(t).where(HELD_ATTEMPT).values(values)):
+        return False
+    uow.task_logs.create(attempt_log(task, when, message, LogType.FAILED))
+    return True
+
+
+def rescue_attempt(
+    uow: UnitOfWork,
+    task: Task,
+    reason: str,
+    settings: QueueSettings,
+    silent_for: timedelta | None = None,
+) -> TaskStatus | None:
+    """Take one attempt back from its worker: requeue it as a retry, or fail it.
+
+    With ``silent_for``, only if the worker's last heartbeat is still older than that by
+    the database's clock; else :class:`WorkerAlive` rolls the transaction back. The check
+    locks the worker row after the task row, so a heartbeat either comes first (and the
+    task stays) or waits and then no longer lists the task.
+    """
+    config, now = config_and_now(uow, task.task_type)
+    when = _retry_at(task, config, now, settings)
+    values = attempt_end_values(task, reason, when, now)
+    if not end_attempt(uow, task, update(t).where(HELD_ATTEMPT).values(values)):
+        return None
+    if silent_for is not None and task.worker_id is not None:
+        still_silent = uow.connection.execute(
+            update(w)
+            .where(w.c.worker_id == task.worker_id, w.c.last_heartbeat < now - silent_for)
+            .values(status=WorkerStatus.OFFLINE.value)
+        )
+        if still_silent.rowcount != 1:
+            raise WorkerAlive(task.worker_id)
+    uow.task_logs.create(attempt_log(task, when, reason, LogType.RESCUED))
+    return TaskStatus.FAILED if when is None else TaskStatus.PENDING
+
+
+def cancel_task(uow: UnitOfWork, task_id: str, reason: str | None) -> bool:
+    """Cancel a pending or running task; False when it changed under us."""
+    # Locked, so that a claim or a completion cannot slip in between the check and the
+    # update (task row before worker row, as everywhere).
+    row = uow.connection.execute(select(t).where(t.c.task_id == task_id).with_for_update()).first()
+    if row is None:
+        raise NotFoundError("task", task_id)
+    task = row_to_task(row)
+    ensure_transition(task_id, task.status, TaskStatus.CANCELLED)
+    result = uow.connection.execute(
+        update(t)
+        .where(_same_attempt(task))
+        .values(status=TaskStatus.CANCELLED.value, completed_at=db_now(), error_message=reason)
+    )
+    if result.rowcount != 1:
+        return False
+    if task.status is TaskStatus.RUNNING and task.worker_id is not None:
+        release_slot(uow, task.worker_id)
+    uow.task_logs.create(
+        new_log(task_id, LogType.CANCELLED, task.status, TaskStatus.CANCELLED, message=reason)
+    )
+    return True
+
+
+def end_attempt(
+    uow: UnitOfWork, task: Task, statement: Executable, params: dict[str, Any] | None = None
+) -> bool:
+    """Run ``statement`` (guarded by :data:`HELD_ATTEMPT`) and, if it still matched
+    ``task``'s attempt, free the worker's slot."""
+    assert task.worker_id is not None  # a claimed task, or a running one found by a sweep
+    held = {
+        "p_task_id": task.task_id,
+        "p_status": task.status.value,
+        "p_worker_id": task.worker_id,
+        "p_retry_count": task.retry_count,
+    }
+    if uow.connection.execute(statement, held | (params or {})).rowcount != 1:
+        return False
+    release_slot(uow, task.worker_id)
+    return True
+
+
+def release_slot(uow: UnitOfWork, worker_id: str) -> None:
+    uow.connection.execute(_RELEASE_SLOT, {"p_worker_id": worker_id})
+
+
+def config_and_now(uow: UnitOfWork, task_type: str) -> tuple[TaskConfig | None, datetime]:
+    row = uow.connection.execute(select(cfg, db_now()).where(cfg.c.task_type == task_type)).first()
+    if row is None:
+        return None, uow.connection.execute(select(db_now())).scalar_one()
+    return row_to_config(row), row[-1]
+
+
+def _retry_at(
+    task: Task, config: TaskConfig | None, now: datetime, settings: QueueSettings
+) -> datetime | None:
+    return retry_at(
+        task, config, now, max_delay=settings.max_retry_delay, jitter=settings.retry_jitter
+    )
+
+
+def _same_attempt(task: Task) -> ColumnElement[bool]:
+    """Like HELD_ATTEMPT, for a task that may have no worker (a pending one being cancelled)."""
+    worker = t.c.worker_id.is_(None) if task.worker_id is None else t.c.worker_id == task.worker_id
+    return (
+        (t.c.task_id == task.task_id)
+        & (t.c.status == task.status.value)
+        & worker
+        & (t.c.retry_count == task.retry_count)
+    )
