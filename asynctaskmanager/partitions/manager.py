@@ -237,14 +237,16 @@ def enable(
     statements = []
     try:
         with storage.engine.connect() as connection:
+            # One set of months for both tables, so that their months drop together.
+            oldest = [_oldest_id_month(connection, table, key) for table, key in TABLES]
+            first = min([current, *(month for month in oldest if month is not None)])
+            months = month_range(first, add_months(current, ahead))
             for table, key in TABLES:
                 if strategy.layout(connection, table, key) is not None:
                     _layout(strategy, connection, table, key)  # ours, or say it is not
                     continue
                 if strategy.is_partitioned(connection, table):
                     raise ConfigurationError(f"{table} is partitioned some other way; not touched")
-                first = _oldest_id_month(connection, table, key) or current
-                months = month_range(min(first, current), add_months(current, ahead))
                 statements.append(strategy.enable(table, key, months))
             if not dry_run:
                 strategy.set_lock_wait(connection, lock_wait_seconds)
