@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint bench bench-partitions soak clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-mysql-client-headers
@@ -33,6 +33,11 @@ lint: $(STAMP)
 # make bench BENCH_ARGS=--scale-1m adds the 1,000,000-task case (see bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Issue 11's partition benchmark on MariaDB: 10M tasks by default (an hour or more); never in
+# CI. A shorter run: make bench-partitions PARTITION_ARGS=--rows=1000000
+bench-partitions: $(STAMP)
+	$(BIN)/python -m bench.partitions $(PARTITION_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/pytest -q -m soak

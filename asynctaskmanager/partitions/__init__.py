@@ -1,0 +1,32 @@
+"""Opt-in monthly partitions of ``task`` and ``task_log`` (MySQL and MariaDB).
+
+``enable(storage)`` partitions the tables, ``partition_status(storage)`` describes them and
+``rotate(storage, ahead=..., retain_months=...)`` keeps empty months ahead and drops old ones.
+SQLite and the memory backend do not partition: these raise ConfigurationError there.
+"""
+
+from asynctaskmanager.partitions.manager import (
+    DEFAULT_AHEAD,
+    DEFAULT_LOCK_WAIT_SECONDS,
+    HeldMonth,
+    PartitionInfo,
+    RotationReport,
+    disable,
+    enable,
+    partition_status,
+    rotate,
+)
+from asynctaskmanager.partitions.months import id_at
+
+__all__ = [
+    "DEFAULT_AHEAD",
+    "DEFAULT_LOCK_WAIT_SECONDS",
+    "HeldMonth",
+    "PartitionInfo",
+    "RotationReport",
+    "disable",
+    "enable",
+    "id_at",
+    "partition_status",
+    "rotate",
+]
