@@ -31,7 +31,6 @@ from sqlalchemy.dialects import mysql
 
 from asynctaskmanager import Storage, Task, TaskStatus, open_storage
 from asynctaskmanager.errors import DuplicateError
-from asynctaskmanager.infrastructure.queue import claim_statement
 from asynctaskmanager.partitions.months import (
     ERA_END,
     ERA_START,
@@ -41,6 +40,7 @@ from asynctaskmanager.partitions.months import (
     partition_name,
     ulid_prefix,
 )
+from asynctaskmanager.queue.claim import claim_statement
 from bench.common import (
     TASK_COLUMNS,
     TASK_TYPE,

@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import text
 
 from asynctaskmanager import Storage, open_storage
-from asynctaskmanager.infrastructure.queue import claim_statement
 from asynctaskmanager.partitions import enable, rotate
 from asynctaskmanager.partitions.months import add_months, month_start
+from asynctaskmanager.queue.claim import claim_statement
 from bench.common import TASK_TYPE, Site, register_ours, seed_ours
 from bench.partition_keys import load, p95_ms
 

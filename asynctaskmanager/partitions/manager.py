@@ -27,7 +27,6 @@ from asynctaskmanager.errors import (
     TransientStorageError,
     ValidationError,
 )
-from asynctaskmanager.infrastructure.storage import Storage
 from asynctaskmanager.partitions.lease import Lease
 from asynctaskmanager.partitions.months import (
     ERA_END,
@@ -39,6 +38,7 @@ from asynctaskmanager.partitions.months import (
     ulid_instant,
 )
 from asynctaskmanager.partitions.mysql import FUTURE, LOW, NAMED, MySQLPartitioning, RawPartition
+from asynctaskmanager.storage import Storage
 
 # (table, partition key): task_log's log_id is a ULID made when the log is written.
 TABLES: tuple[tuple[str, str], ...] = (("task", "task_id"), ("task_log", "log_id"))

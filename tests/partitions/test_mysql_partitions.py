@@ -22,9 +22,9 @@ from asynctaskmanager import (
     Worker,
     open_storage,
 )
-from asynctaskmanager.infrastructure.queue import claim_statement
 from asynctaskmanager.partitions import enable, id_at, partition_status, rotate
 from asynctaskmanager.partitions.months import add_months, month_start, partition_name
+from asynctaskmanager.queue.claim import claim_statement
 from tests.conftest import mysql_only
 from tests.test_migrations import run_check
 
