@@ -42,6 +42,7 @@ from asynctaskmanager.infrastructure.transactions import TransactionRetry
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 from asynctaskmanager.queue import (
     CompletionAndClaim,
+    CompletionsAndClaim,
     PruneReport,
     QueueSettings,
     SweepReport,
@@ -54,6 +55,7 @@ __all__ = [
     "DATABASE_URL_ENV",
     "AsyncTaskManagerError",
     "CompletionAndClaim",
+    "CompletionsAndClaim",
     "ConfigurationError",
     "DuplicateError",
     "ExecutorType",

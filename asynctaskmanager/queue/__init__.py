@@ -7,6 +7,18 @@ in ``retention.py``.
 
 from asynctaskmanager.queue.retention import PruneReport
 from asynctaskmanager.queue.service import TaskQueue
-from asynctaskmanager.queue.settings import CompletionAndClaim, QueueSettings, SweepReport
+from asynctaskmanager.queue.settings import (
+    CompletionAndClaim,
+    CompletionsAndClaim,
+    QueueSettings,
+    SweepReport,
+)
 
-__all__ = ["CompletionAndClaim", "PruneReport", "QueueSettings", "SweepReport", "TaskQueue"]
+__all__ = [
+    "CompletionAndClaim",
+    "CompletionsAndClaim",
+    "PruneReport",
+    "QueueSettings",
+    "SweepReport",
+    "TaskQueue",
+]

@@ -7,10 +7,12 @@ rows are locked before worker rows, as everywhere but in a claim (see ``claim.py
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, bindparam, select, update
+from sqlalchemy import ColumnElement, Executable, bindparam, case, select, update
 
 from asynctaskmanager.domain.attempts import attempt_end_values, attempt_log, new_log, retry_at
 from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
@@ -51,6 +53,25 @@ _COMPLETE = (
 )
 
 
+# A batch's rows, locked in key order before any is changed (task rows first, as everywhere).
+_LOCK_ATTEMPTS = (
+    select(t.c.task_id, t.c.status, t.c.worker_id, t.c.retry_count)
+    .where(t.c.task_id.in_(bindparam("p_task_ids", expanding=True)))
+    .order_by(t.c.task_id)
+    .with_for_update()
+)
+_RELEASE_SLOTS = (
+    update(w)
+    .where(w.c.worker_id == bindparam("p_worker_id"))
+    .values(
+        current_load=case(
+            (w.c.current_load >= bindparam("p_count"), w.c.current_load - bindparam("p_count")),
+            else_=0,
+        )
+    )
+)
+
+
 class WorkerAlive(Exception):
     """A worker thought dead sent a heartbeat before its task was taken back."""
 
@@ -62,6 +83,58 @@ def complete_attempt(uow: UnitOfWork, task: Task, result: Any) -> bool:
         new_log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
     )
     return True
+
+
+def complete_attempts(uow: UnitOfWork, items: Sequence[tuple[Task, Any]]) -> list[bool]:
+    """Complete many attempts in one transaction, each only while its worker still holds it:
+    one statement locks the batch's rows, one marks the held ones completed, one per worker
+    frees the slots, one inserts the log rows. Returns, per item, whether it applied."""
+    ids = sorted(task.task_id for task, _ in items)
+    current = {
+        row.task_id: row for row in uow.connection.execute(_LOCK_ATTEMPTS, {"p_task_ids": ids})
+    }
+    applies = [_still_held(current.get(task.task_id), task) for task, _ in items]
+    held = [(task, result) for (task, result), ok in zip(items, applies, strict=True) if ok]
+    if not held:
+        return applies
+    results = {task.task_id: result for task, result in held}
+    if len({repr(result) for result in results.values()}) == 1:
+        result_value: Any = bindparam(
+            "p_result", next(iter(results.values())), type_=t.c.result.type
+        )
+    else:
+        result_value = case(
+            {
+                task_id: bindparam(f"p_result_{index}", result, type_=t.c.result.type)
+                for index, (task_id, result) in enumerate(results.items())
+            },
+            value=t.c.task_id,
+        )
+    uow.connection.execute(
+        update(t)
+        .where(t.c.task_id.in_(list(results)))
+        .values(status=TaskStatus.COMPLETED.value, result=result_value, completed_at=db_now())
+    )
+    for worker_id, count in sorted(Counter(task.worker_id for task, _ in held).items()):
+        uow.connection.execute(_RELEASE_SLOTS, {"p_worker_id": worker_id, "p_count": count})
+    uow.task_logs.create_many(
+        (
+            new_log(task.task_id, LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
+            for task, _ in held
+        ),
+        savepoint=False,
+    )
+    return applies
+
+
+def _still_held(row: Any, task: Task) -> bool:
+    """Whether the locked ``row`` is still the attempt ``task`` names (see HELD_ATTEMPT)."""
+    return (
+        row is not None
+        and row.status == task.status.value
+        and row.worker_id == task.worker_id
+        and row.retry_count == task.retry_count
+    )
 
 
 def fail_attempt(

@@ -16,40 +16,50 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, select
 
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.domain.attempts import is_overdue, new_log, new_task
+from asynctaskmanager.domain.attempts import new_log, new_task
 from asynctaskmanager.domain.enums import FINAL_STATUSES, LogType, TaskStatus, WorkerStatus
 from asynctaskmanager.domain.lifecycle import ensure_transition
 from asynctaskmanager.domain.models import Task, Worker
 from asynctaskmanager.domain.requests import TaskRequest
 from asynctaskmanager.errors import (
     IllegalTransitionError,
-    NotFoundError,
     StorageError,
     TransientStorageError,
     ValidationError,
 )
 from asynctaskmanager.infrastructure.expressions import db_now
-from asynctaskmanager.infrastructure.repositories.tasks import row_to_task
 from asynctaskmanager.infrastructure.schema import task_config_table as cfg
-from asynctaskmanager.infrastructure.schema import task_table as t
-from asynctaskmanager.infrastructure.schema import worker_table as w
 from asynctaskmanager.infrastructure.transactions import TransactionRunner
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 from asynctaskmanager.queue.attempts import (
     WorkerAlive,
     cancel_task,
     complete_attempt,
+    complete_attempts,
     fail_attempt,
     rescue_attempt,
 )
 from asynctaskmanager.queue.claim import CLAIM_MAX, OverLimit, claim_tasks
 from asynctaskmanager.queue.retention import PruneReport, prune_finished
-from asynctaskmanager.queue.settings import CompletionAndClaim, QueueSettings, SweepReport
+from asynctaskmanager.queue.settings import (
+    CompletionAndClaim,
+    CompletionsAndClaim,
+    QueueSettings,
+    SweepReport,
+)
+from asynctaskmanager.queue.workers import (
+    beat,
+    find_overdue,
+    held_by,
+    mark_dead,
+    set_worker_status,
+)
 
 T = TypeVar("T")
+C = TypeVar("C")
 logger = logging.getLogger("asynctaskmanager.queue")
 
 # What an enqueue needs of its types' configs: whether they are enabled, and the defaults.
@@ -144,15 +154,19 @@ class TaskQueue:
         self._check_lease(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
         check.integer("limit", limit, 1, CLAIM_MAX)
-        worker_id = task.worker_id
-        assert worker_id is not None  # _check_lease
+        assert task.worker_id is not None  # _check_lease
         complete = partial(complete_attempt, task=task, result=result)
+        return CompletionAndClaim(*self._complete_then_claim(complete, task.worker_id, limit))
+
+    def _complete_then_claim(
+        self, complete: Callable[[UnitOfWork], C], worker_id: str, limit: int
+    ) -> tuple[C, list[Task]]:
+        """``complete``, then a claim for ``worker_id``, in one transaction where that cannot
+        cost the completion (see :meth:`complete_and_claim`)."""
         claim = partial(self._claim, worker_id=worker_id, limit=limit)
 
-        def both(uow: UnitOfWork, lock_limits_first: bool = False) -> CompletionAndClaim:
-            return CompletionAndClaim(
-                complete(uow), claim(uow, lock_limits_first=lock_limits_first)
-            )
+        def both(uow: UnitOfWork, lock_limits_first: bool = False) -> tuple[C, list[Task]]:
+            return complete(uow), claim(uow, lock_limits_first=lock_limits_first)
 
         if self._runner.skip_locked():
             try:
@@ -163,7 +177,7 @@ class TaskQueue:
             # SQLite: the write lock serialises everything, limits are counted under it.
             return self._run(partial(both, lock_limits_first=True))
         completed = self._run(complete)
-        return CompletionAndClaim(completed, self._run(partial(claim, lock_limits_first=True)))
+        return completed, self._run(partial(claim, lock_limits_first=True))
 
     def _claim(
         self, uow: UnitOfWork, worker_id: str, limit: int, lock_limits_first: bool = False
@@ -177,6 +191,55 @@ class TaskQueue:
         )
 
     # --- guarded transitions ---------------------------------------------------------------
+
+    def complete_many(self, items: Iterable[tuple[Task, Any]]) -> list[bool]:
+        """:meth:`complete` many claimed tasks, given as ``(task, result)`` pairs, in one
+        transaction; returns, per pair, whether it applied. A worker that finishes tasks
+        faster than it can commit them one by one batches them here."""
+        batch = self._lease_batch(items, TaskStatus.COMPLETED)
+        for index, (_, result) in enumerate(batch):
+            check.json_document(f"items[{index}].result", result)
+        if not batch:
+            return []
+        return self._run(partial(complete_attempts, items=batch))
+
+    def complete_many_and_claim(
+        self, items: Iterable[tuple[Task, Any]], limit: int = 1
+    ) -> CompletionsAndClaim:
+        """:meth:`complete_many`, then :meth:`claim` up to ``limit`` tasks for the worker
+        that holds them all, in one transaction, by the rules of :meth:`complete_and_claim`."""
+        batch = self._lease_batch(items, TaskStatus.COMPLETED)
+        for index, (_, result) in enumerate(batch):
+            check.json_document(f"items[{index}].result", result)
+        check.integer("limit", limit, 1, CLAIM_MAX)
+        workers = {task.worker_id for task, _ in batch}
+        if len(workers) != 1:
+            raise ValidationError("items", "must be tasks held by one worker, at least one", items)
+        [worker_id] = workers
+        assert worker_id is not None  # _lease_batch
+        complete = partial(complete_attempts, items=batch)
+        return CompletionsAndClaim(*self._complete_then_claim(complete, worker_id, limit))
+
+    def fail_many(self, items: Iterable[tuple[Task, str]], *, retry: bool = True) -> list[bool]:
+        """:meth:`fail` many claimed tasks, given as ``(task, error_message)`` pairs, in one
+        transaction; returns, per pair, whether it applied."""
+        batch = self._lease_batch(items, TaskStatus.FAILED)
+        for index, (_, message) in enumerate(batch):
+            check.long_text(f"items[{index}].error_message", message)
+        check.boolean("retry", retry)
+
+        def work(uow: UnitOfWork) -> list[bool]:
+            # Key order, as complete_attempts locks them.
+            ordered = sorted(range(len(batch)), key=lambda index: batch[index][0].task_id)
+            applied = [False] * len(batch)
+            for index in ordered:
+                task, message = batch[index]
+                applied[index] = fail_attempt(
+                    uow, task, message, retry=retry, settings=self.settings
+                )
+            return applied
+
+        return self._run(work) if batch else []
 
     def complete(self, task: Task, result: Any = None) -> bool:
         """Mark the claimed ``task`` completed with ``result``.
@@ -242,33 +305,12 @@ class TaskQueue:
         """
         check.identifier("worker_id", worker_id)
 
-        def work(uow: UnitOfWork) -> set[str]:
-            result = uow.connection.execute(
-                update(w)
-                .where(w.c.worker_id == worker_id)
-                # A worker marked offline for silence is alive after all; a draining one
-                # stays draining.
-                .values(
-                    last_heartbeat=db_now(),
-                    status=case(
-                        (w.c.status == WorkerStatus.OFFLINE.value, WorkerStatus.ONLINE.value),
-                        else_=w.c.status,
-                    ),
-                )
-            )
-            if result.rowcount != 1:
-                raise NotFoundError("worker", worker_id)
-            held = select(t.c.task_id).where(
-                t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
-            )
-            return set(uow.connection.execute(held).scalars())
-
-        return self._run(work)
+        return self._run(partial(beat, worker_id=worker_id))
 
     def deregister_worker(self, worker_id: str) -> None:
         """Take the worker offline; whatever it still holds is requeued (or failed)."""
         check.identifier("worker_id", worker_id)
-        self._run(lambda uow: _set_worker_status(uow, worker_id, WorkerStatus.OFFLINE))
+        self._run(lambda uow: set_worker_status(uow, worker_id, WorkerStatus.OFFLINE))
         self._rescue_held_by(worker_id, "worker deregistered")
 
     # --- sweep -----------------------------------------------------------------------------
@@ -284,11 +326,11 @@ class TaskQueue:
         database refuses it) is logged and left for the next sweep; it never stops this one.
         """
         dead_after = self.settings.dead_after
-        dead, overdue = self._run(self._overdue, read_only=True)
+        dead, overdue = self._run(partial(find_overdue, settings=self.settings), read_only=True)
         offline = [
             worker_id
             for worker_id in dead
-            if self._run(partial(_mark_dead, worker_id=worker_id, dead_after=dead_after))
+            if self._run(partial(mark_dead, worker_id=worker_id, dead_after=dead_after))
         ]
         requeued: list[str] = []
         failed: list[str] = []
@@ -307,35 +349,6 @@ class TaskQueue:
             elif outcome is TaskStatus.FAILED:
                 failed.append(task.task_id)
         return SweepReport(offline, requeued, failed)
-
-    def _overdue(self, uow: UnitOfWork) -> tuple[list[str], list[tuple[Task, bool, bool]]]:
-        """The silent workers not yet offline, and each running task that is lost (its
-        worker is silent) or timed out, by the database's clock."""
-        now = uow.connection.execute(select(db_now())).scalar_one()
-        # Silent workers, offline ones included: an earlier sweep may have marked one
-        # offline and stopped before taking back its tasks.
-        holders = select(t.c.worker_id).where(t.c.status == TaskStatus.RUNNING.value)
-        silent = dict(
-            uow.connection.execute(
-                select(w.c.worker_id, w.c.status).where(
-                    w.c.last_heartbeat < now - self.settings.dead_after,
-                    or_(w.c.status != WorkerStatus.OFFLINE.value, w.c.worker_id.in_(holders)),
-                )
-            ).all()
-        )
-        running = uow.connection.execute(select(t).where(t.c.status == TaskStatus.RUNNING.value))
-        overdue = []
-        for task in map(row_to_task, running):
-            lost = task.worker_id in silent
-            timed_out = is_overdue(task, now, self.settings.timeout_grace)
-            if lost or timed_out:
-                overdue.append((task, lost, timed_out))
-        dead = sorted(
-            worker_id
-            for worker_id, status in silent.items()
-            if status != WorkerStatus.OFFLINE.value
-        )
-        return dead, overdue
 
     # --- retention -------------------------------------------------------------------------
 
@@ -367,17 +380,7 @@ class TaskQueue:
         return self._runner.run(work, read_only=read_only)
 
     def _rescue_held_by(self, worker_id: str, reason: str) -> None:
-        held = self._run(
-            lambda uow: [
-                row_to_task(row)
-                for row in uow.connection.execute(
-                    select(t).where(
-                        t.c.worker_id == worker_id, t.c.status == TaskStatus.RUNNING.value
-                    )
-                )
-            ],
-            read_only=True,
-        )
+        held = self._run(partial(held_by, worker_id=worker_id), read_only=True)
         for task in held:
             self._rescue(task, reason)
 
@@ -397,32 +400,27 @@ class TaskQueue:
             logger.error("could not take back task %s (%s): %s", task.task_id, reason, error)
             return None
 
+    def _lease_batch(
+        self, items: Iterable[tuple[Task, T]], to_status: TaskStatus
+    ) -> list[tuple[Task, T]]:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise ValidationError("items", "must be an iterable of (task, value) pairs", items)
+        batch = list(items)
+        if len(batch) > CLAIM_MAX:
+            raise ValidationError("items", f"at most {CLAIM_MAX} in one call", len(batch))
+        seen: set[str] = set()
+        for index, item in enumerate(batch):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ValidationError(f"items[{index}]", "must be a (task, value) pair", item)
+            self._check_lease(item[0], to_status)
+            if item[0].task_id in seen:
+                raise ValidationError(f"items[{index}]", "names a task twice", item[0].task_id)
+            seen.add(item[0].task_id)
+        return batch
+
     def _check_lease(self, task: Task, to_status: TaskStatus) -> None:
         if not isinstance(task, Task):
             raise ValidationError("task", "must be the Task returned by claim()", task)
         ensure_transition(task.task_id, task.status, to_status)
         if task.worker_id is None:
             raise IllegalTransitionError(task.task_id, task.status.value, to_status.value)
-
-
-def _set_worker_status(uow: UnitOfWork, worker_id: str, status: WorkerStatus) -> None:
-    result = uow.connection.execute(
-        update(w).where(w.c.worker_id == worker_id).values(status=status.value)
-    )
-    if result.rowcount != 1:
-        raise NotFoundError("worker", worker_id)
-
-
-def _mark_dead(uow: UnitOfWork, worker_id: str, dead_after: timedelta) -> bool:
-    """Offline, if it is still silent by the database's clock (it may have just woken up)."""
-    now = uow.connection.execute(select(db_now())).scalar_one()
-    result = uow.connection.execute(
-        update(w)
-        .where(
-            w.c.worker_id == worker_id,
-            w.c.last_heartbeat < now - dead_after,
-            w.c.status != WorkerStatus.OFFLINE.value,
-        )
-        .values(status=WorkerStatus.OFFLINE.value)
-    )
-    return bool(result.rowcount == 1)

@@ -71,6 +71,14 @@ class CompletionAndClaim(NamedTuple):
     claimed: list[Task]
 
 
+class CompletionsAndClaim(NamedTuple):
+    """What :meth:`TaskQueue.complete_many_and_claim` did: per task, whether its completion
+    applied, and the tasks claimed."""
+
+    completed: list[bool]
+    claimed: list[Task]
+
+
 @dataclass(frozen=True)
 class SweepReport:
     workers_marked_offline: list[str]
