@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asynctaskmanager import Task
-from asynctaskmanager.errors import StorageError, TransientStorageError
+from asynctaskmanager.errors import TransientStorageError
 from asynctaskmanager.worker.logs import task_logger
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class Completer:
             if isinstance(applied, TransientStorageError) and outcome.attempts + 1 < WRITE_ATTEMPTS:
                 retry.append(_retried(outcome))
                 continue
-            if isinstance(applied, StorageError):
+            if isinstance(applied, Exception):
                 task_logger(outcome.task).error(
                     "could not record the outcome (the sweep will take the task back): %s",
                     applied,
@@ -132,7 +132,7 @@ class Completer:
 
     def _write(
         self, successes: list[Outcome], failures: list[Outcome]
-    ) -> list[tuple[Outcome, bool | StorageError]]:
+    ) -> list[tuple[Outcome, bool | Exception]]:
         """One guarded call per task today; a ``complete_many``/``fail_many`` pair later."""
         queue = self._storage.queue
         completed = [_guarded(queue.complete, o.task, o.result) for o in successes]
@@ -140,10 +140,11 @@ class Completer:
         return list(zip(successes + failures, completed + failed, strict=True))
 
 
-def _guarded(write: Callable[[Task, Any], bool], task: Task, value: Any) -> bool | StorageError:
+def _guarded(write: Callable[[Task, Any], bool], task: Task, value: Any) -> bool | Exception:
+    """The write's answer, or its error: one bad outcome must not stop the others."""
     try:
         return write(task, value)
-    except StorageError as error:
+    except Exception as error:
         return error
 
 

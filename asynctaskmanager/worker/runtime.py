@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from asynctaskmanager import (
+    AsyncTaskManagerError,
     ConfigurationError,
     NotFoundError,
     Storage,
@@ -426,7 +427,7 @@ class WorkerRuntime:
                 asked = set(self._running)
             try:
                 held = self._storage.queue.heartbeat(self.worker_id)
-            except StorageError as error:
+            except AsyncTaskManagerError as error:  # NotFoundError too: keep beating
                 logger.warning("worker %s: heartbeat failed: %s", self.worker_id, error)
                 continue
             with self._lock:
@@ -455,7 +456,7 @@ class WorkerRuntime:
                 if not self._leases.acquire(SWEEP_LEASE, self.worker_id, ttl):
                     continue
                 report = self._storage.queue.sweep()
-            except StorageError as error:
+            except AsyncTaskManagerError as error:
                 logger.warning("worker %s: sweep failed: %s", self.worker_id, error)
                 continue
             if report.workers_marked_offline or report.requeued or report.failed:
