@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/lifecycle_demo.py
+	$(BIN)/python examples/worker_demo.py
 
 test: $(STAMP)
 	$(BIN)/pytest -q

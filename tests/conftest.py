@@ -22,7 +22,7 @@ from asynctaskmanager import Storage, open_storage
 from asynctaskmanager.infrastructure.engine import resolve_url
 
 MYSQL_URL_ENV = "ASYNCTASK_TEST_MYSQL_URL"
-TABLES = ("task_log", "task", "worker", "task_config")
+TABLES = ("task_log", "task", "worker", "task_config", "lease")
 
 mysql_only = pytest.mark.mysql
 

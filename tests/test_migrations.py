@@ -33,7 +33,8 @@ from tests.conftest import scratch_database
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "spec_schema.sql"
 SPEC_DOCUMENT = ROOT.parent / "shared" / "spec" / "storage-spec.zh.md"
-LIBRARY_TABLES = {"task", "task_config", "task_log", "worker"}
+SPEC_TABLES = {"task", "task_config", "task_log", "worker"}
+LIBRARY_TABLES = SPEC_TABLES | {"lease"}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ def test_adopt_database_created_from_spec_ddl(
             for statement in statements:
                 connection.exec_driver_sql(statement)
         # What the Go service left behind: the spec's tables, no alembic_version.
-        assert set(inspect(adopted).get_table_names()) == LIBRARY_TABLES
+        assert set(inspect(adopted).get_table_names()) == SPEC_TABLES
         first = revisions_in_order()[0]
         with adopted.begin() as connection:
             command.stamp(migrations.alembic_config(connection), first)

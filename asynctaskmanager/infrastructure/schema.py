@@ -158,3 +158,19 @@ task_table = cast(Table, TaskRow.__table__)
 task_config_table = cast(Table, TaskConfigRow.__table__)
 task_log_table = cast(Table, TaskLogRow.__table__)
 worker_table = cast(Table, WorkerRow.__table__)
+
+
+class LeaseRow(Base):
+    """A named lock that expires by the database's clock (revision 0005): cluster-safe,
+    unlike GET_LOCK, which is node-local on Galera."""
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(key_type(), primary_key=True)
+    holder: Mapped[str] = mapped_column(key_type())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+
+lease_table = cast(Table, LeaseRow.__table__)

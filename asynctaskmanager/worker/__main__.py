@@ -1,0 +1,5 @@
+import sys
+
+from asynctaskmanager.worker.app import main
+
+sys.exit(main())
