@@ -18,6 +18,7 @@ from asynctaskmanager.errors import StorageError
 from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.dialects import DialectProfile
 from asynctaskmanager.infrastructure.engine import Database, Target, connect
+from asynctaskmanager.infrastructure.leases import Leases
 from asynctaskmanager.infrastructure.repositories import (
     SqlTaskConfigRepository,
     SqlTaskLogRepository,
@@ -66,6 +67,7 @@ class Storage:
             WorkerRepository, _AutoCommit(self.runner, "workers", SqlWorkerRepository)
         )
         self.queue = TaskQueue(self.runner, queue_settings or QueueSettings())
+        self.leases = Leases(self.runner)
 
     @property
     def engine(self) -> Engine:

@@ -13,31 +13,27 @@ one second more.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
 
-from sqlalchemy import Connection, case, delete, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import delete, select
 
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.errors import ValidationError
 from asynctaskmanager.infrastructure.expressions import db_now
 from asynctaskmanager.infrastructure.schema import lease_table as lease
-
-if TYPE_CHECKING:
-    from asynctaskmanager.infrastructure.storage import Storage
-    from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.infrastructure.transactions import TransactionRunner
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 
 # Keeps expires_at inside TIMESTAMP's range however long a caller asks for.
 TTL_MAX = timedelta(days=1)
 
 
 class Leases:
-    """``leases = Leases(storage)``; ``leases.acquire("sweep", worker_id, ttl)`` and
-    ``leases.release("sweep", worker_id)``. Each call is one retried transaction."""
+    """``storage.leases.acquire("sweep", worker_id, ttl)`` and
+    ``storage.leases.release("sweep", worker_id)``. Each call is one retried transaction."""
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(self, runner: TransactionRunner) -> None:
+        self._runner = runner
 
     def acquire(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Take ``name`` for ``holder`` for ``ttl`` (at least one second), or renew it if
@@ -50,7 +46,8 @@ class Leases:
         def work(uow: UnitOfWork) -> bool:
             connection = uow.connection
             now = connection.execute(select(db_now())).scalar_one()
-            _upsert(connection, name, holder, now, now + ttl)
+            values = {"name": name, "holder": holder, "expires_at": now + ttl}
+            connection.execute(self._runner.profile.take_lease(values, now))
             # Read back under the row lock the upsert holds: MySQL's affected-row count
             # cannot tell "renewed within the same second" from "someone else's".
             current = connection.execute(
@@ -58,57 +55,20 @@ class Leases:
             ).scalar_one()
             return bool(current == holder)
 
-        return self._storage.run(work)
+        return self._runner.run(work)
 
     def release(self, name: str, holder: str) -> bool:
         """Give ``name`` up, if ``holder`` holds it (expired or not). Returns whether it did."""
         check.identifier("name", name)
         check.identifier("holder", holder)
         statement = delete(lease).where(lease.c.name == name, lease.c.holder == holder)
-        return self._storage.run(lambda uow: bool(uow.connection.execute(statement).rowcount == 1))
+        return self._runner.run(lambda uow: bool(uow.connection.execute(statement).rowcount == 1))
 
     def holder(self, name: str) -> str | None:
         """Who holds ``name`` now by the database's clock; None if nobody does."""
         check.identifier("name", name)
         query = select(lease.c.holder).where(lease.c.name == name, lease.c.expires_at >= db_now())
-        return self._storage.run(
+        found: str | None = self._runner.run(
             lambda uow: uow.connection.execute(query).scalar_one_or_none(), read_only=True
         )
-
-
-def _upsert(
-    connection: Connection, name: str, holder: str, now: datetime, expires_at: datetime
-) -> None:
-    """One statement: insert the lease, or overwrite it only where it is free for ``holder``."""
-    values: dict[str, Any] = {"name": name, "holder": holder, "expires_at": expires_at}
-    dialect = connection.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        insert = mysql.insert(lease).values(values)
-        free = (lease.c.expires_at < now) | (lease.c.holder == holder)
-        # Assignments apply left to right: holder first, so that expires_at follows it
-        # exactly when the lease changed hands (or was ours already).
-        statement = insert.on_duplicate_key_update(
-            [
-                ("holder", case((free, insert.inserted.holder), else_=lease.c.holder)),
-                (
-                    "expires_at",
-                    case(
-                        (lease.c.holder == insert.inserted.holder, insert.inserted.expires_at),
-                        else_=lease.c.expires_at,
-                    ),
-                ),
-            ]
-        )
-        connection.execute(statement)
-        return
-    if dialect == "postgresql":
-        upsert: Any = postgresql.insert(lease).values(values)
-    else:
-        upsert = sqlite.insert(lease).values(values)
-    connection.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[lease.c.name],
-            set_={"holder": upsert.excluded.holder, "expires_at": upsert.excluded.expires_at},
-            where=(lease.c.expires_at < now) | (lease.c.holder == holder),
-        )
-    )
+        return found

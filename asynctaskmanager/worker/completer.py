@@ -20,7 +20,7 @@ from asynctaskmanager.errors import TransientStorageError
 from asynctaskmanager.worker.logs import task_logger
 
 if TYPE_CHECKING:
-    from asynctaskmanager.infrastructure.storage import Storage
+    from asynctaskmanager.storage import Storage
 
 # Outcomes whose write failed with a transient error are tried again this many times, on
 # the next flushes; a guarded completion applies at most once, so a retry is always safe.

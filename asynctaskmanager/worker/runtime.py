@@ -46,7 +46,6 @@ from asynctaskmanager import (
 )
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.infrastructure.leases import Leases
 from asynctaskmanager.infrastructure.schema import task_config_table as cfg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.worker.completer import Completer, Outcome
@@ -142,7 +141,7 @@ class WorkerRuntime:
         self._sweep_interval = sweep_interval
         self._use_processes = use_processes
         self._wakeup = wakeup or Wakeup()
-        self._leases = Leases(storage)
+        self._leases = storage.leases
         self._completer = Completer(
             storage, self._written, flush_interval=flush_interval, batch_size=batch_size
         )

@@ -9,13 +9,12 @@ from datetime import timedelta
 import pytest
 
 from asynctaskmanager import Storage, ValidationError, open_storage
-from asynctaskmanager.infrastructure.leases import Leases
 
 TTL = timedelta(seconds=1)
 
 
 def test_one_holder_at_a_time_and_renewal(storage: Storage) -> None:
-    leases = Leases(storage)
+    leases = storage.leases
     assert leases.holder("sweep") is None
     assert leases.acquire("sweep", "worker-a", timedelta(seconds=30))
     assert not leases.acquire("sweep", "worker-b", timedelta(seconds=30))
@@ -27,7 +26,7 @@ def test_one_holder_at_a_time_and_renewal(storage: Storage) -> None:
 
 
 def test_release_hands_it_over_and_only_by_its_holder(storage: Storage) -> None:
-    leases = Leases(storage)
+    leases = storage.leases
     assert leases.acquire("sweep", "worker-a", timedelta(seconds=30))
     assert not leases.release("sweep", "worker-b")
     assert not leases.acquire("sweep", "worker-b", timedelta(seconds=30))
@@ -38,7 +37,7 @@ def test_release_hands_it_over_and_only_by_its_holder(storage: Storage) -> None:
 
 
 def test_expiry_hands_it_over(storage: Storage) -> None:
-    leases = Leases(storage)
+    leases = storage.leases
     assert leases.acquire("sweep", "worker-a", TTL)
     assert not leases.acquire("sweep", "worker-b", TTL)
     # Whole seconds: expired once the clock is past expires_at, at most ttl + 1 s later.
@@ -63,7 +62,7 @@ def test_contenders_never_hold_it_together(storage: Storage) -> None:
 
     def contend(name: str) -> None:
         own = storage if storage.backend == "memory" else open_storage(url)
-        leases = Leases(own)
+        leases = own.leases
         try:
             for _ in range(15):
                 if not leases.acquire("race", name, timedelta(seconds=30)):
@@ -97,12 +96,12 @@ def test_contenders_never_hold_it_together(storage: Storage) -> None:
 @pytest.mark.parametrize("ttl", [timedelta(0), timedelta(milliseconds=500), timedelta(days=2), 30])
 def test_bad_ttl_is_refused(storage: Storage, ttl: object) -> None:
     with pytest.raises(ValidationError) as caught:
-        Leases(storage).acquire("sweep", "worker-a", ttl)  # type: ignore[arg-type]
+        storage.leases.acquire("sweep", "worker-a", ttl)  # type: ignore[arg-type]
     assert caught.value.field == "ttl"
 
 
 def test_bad_names_are_refused(storage: Storage) -> None:
     with pytest.raises(ValidationError):
-        Leases(storage).acquire("", "worker-a", TTL)
+        storage.leases.acquire("", "worker-a", TTL)
     with pytest.raises(ValidationError):
-        Leases(storage).release("sweep", "x" * 65)
+        storage.leases.release("sweep", "x" * 65)

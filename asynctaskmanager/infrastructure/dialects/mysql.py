@@ -4,14 +4,17 @@ error codes, SKIP LOCKED."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import URL, Engine, event
+from sqlalchemy import URL, Engine, Executable, case, event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from asynctaskmanager.errors import ConfigurationError
 from asynctaskmanager.infrastructure.dialects.profile import DialectProfile, ErrorKind
+from asynctaskmanager.infrastructure.schema import lease_table as lease
 
 # Strict everywhere: a too-long value or a bad date is an error, never a silent truncation.
 MYSQL_SQL_MODE = (
@@ -121,11 +124,31 @@ def _mysql_skip_locked(dialect: Dialect) -> bool:
     return version >= (8, 0, 1)
 
 
+def _take_lease(values: dict[str, Any], now: datetime) -> Executable:
+    insert = mysql.insert(lease).values(values)
+    free = (lease.c.expires_at < now) | (lease.c.holder == insert.inserted.holder)
+    # Assignments apply left to right: holder first, so that expires_at follows it exactly
+    # when the lease changed hands (or was the holder's already).
+    return insert.on_duplicate_key_update(
+        [
+            ("holder", case((free, insert.inserted.holder), else_=lease.c.holder)),
+            (
+                "expires_at",
+                case(
+                    (lease.c.holder == insert.inserted.holder, insert.inserted.expires_at),
+                    else_=lease.c.expires_at,
+                ),
+            ),
+        ]
+    )
+
+
 PROFILE = DialectProfile(
     name="mysql",
     engine_options=_mysql_engine_options,
     configure=_mysql_configure,
     classify=_mysql_classify,
     supports_skip_locked=_mysql_skip_locked,
+    take_lease=_take_lease,
     driver_hint="pip install 'asynctaskmanager[mysql]' (mysqlclient)",
 )

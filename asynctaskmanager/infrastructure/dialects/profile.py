@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Engine, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -36,6 +37,9 @@ class DialectProfile:
     configure: Callable[[Engine], None]
     classify: Callable[[DBAPIError], ErrorKind]
     supports_skip_locked: Callable[[Dialect], bool]
+    # The guarded upsert of a lease row (see infrastructure/leases.py): insert ``values``,
+    # or overwrite the row only where it is free for their holder by ``now``.
+    take_lease: Callable[[dict[str, Any], datetime], Executable]
     single_writer: bool = False
     serialise_writers: bool = False
     ephemeral: bool = False
