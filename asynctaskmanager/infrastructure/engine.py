@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 from asynctaskmanager.domain.validation import dumps
 from asynctaskmanager.errors import ConfigurationError, ValidationError
 from asynctaskmanager.infrastructure.dialects import DialectProfile, profile_for
+from asynctaskmanager.infrastructure.forking import install_fork_safety
 
 # Set in a pooled connection's info by whoever ended its transaction (the unit of work) just
 # before returning it: the pool's reset rollback can then be skipped.
@@ -131,6 +132,7 @@ def build_engine(url: URL, **pool_options: Any) -> tuple[Engine, DialectProfile]
         ) from error
     event.listen(engine, "reset", _reset_unless_ended)
     profile.configure(engine)
+    install_fork_safety(engine)
     return engine, profile
 
 
