@@ -16,7 +16,7 @@ from asynctaskmanager.domain.repositories import (
     TaskRepository,
     WorkerRepository,
 )
-from asynctaskmanager.errors import StorageError, TransientStorageError
+from asynctaskmanager.errors import AsyncTaskManagerError, StorageError, TransientStorageError
 from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.dialects import DialectProfile
 from asynctaskmanager.infrastructure.engine import MySQLConfig, build_engine, is_memory, resolve_url
@@ -147,19 +147,26 @@ def open_storage(
     upgrade: bool = False,
     queue_settings: QueueSettings | None = None,
     retry: TransactionRetry | None = None,
+    check_schema: bool = True,
 ) -> Storage:
     """Open a storage from a URL, a :class:`MySQLConfig`, or ``"memory"``.
 
     With no target: ``ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``.
     The memory backend always starts from an empty, fully migrated schema. Other backends
     are migrated with ``alembic upgrade head``, ``asynctaskmanager upgrade``, or
-    ``upgrade=True`` here.
+    ``upgrade=True`` here. A schema behind the library's raises SchemaOutOfDateError, unless
+    ``check_schema=False`` or ``ASYNCTASK_SKIP_SCHEMA_CHECK=1`` (rolling upgrades).
     """
     if isinstance(target, MySQLConfig):
         engine, profile = build_engine(target.url, **target.pool_options())
     else:
         engine, profile = build_engine(resolve_url(target))
     storage = Storage(engine, profile, queue_settings=queue_settings, retry=retry)
+    try:
+        migrations.check_on_open(engine, upgrading=upgrade, enabled=check_schema)
+    except AsyncTaskManagerError:
+        storage.close()
+        raise
     if upgrade or storage.backend == "memory":
         try:
             storage.upgrade()
