@@ -148,15 +148,15 @@ def check_on_open(engine: Engine, *, upgrading: bool, enabled: bool = True) -> N
                 state.revision,
                 head,
                 f"the database schema is at revision {state.revision}, this library needs "
-                f"{head}: run '{command_line}' (or open with check_schema=False during a "
-                "rolling upgrade)",
+                f"{head}: run '{command_line}' (during a rolling upgrade: "
+                f"{SKIP_SCHEMA_CHECK_ENV}=1 or check_schema=False)",
             )
         raise SchemaOutOfDateError(
             state.revision,
             head,
             f"the database schema is at revision {state.revision}, unknown to this library "
-            f"(head {head}): upgrade the asynctaskmanager package, or open with "
-            "check_schema=False",
+            f"(head {head}): upgrade the asynctaskmanager package (during a rolling upgrade: "
+            f"{SKIP_SCHEMA_CHECK_ENV}=1 or check_schema=False)",
         )
 
 
@@ -202,18 +202,27 @@ def display_url(url: URL) -> str:
 
 
 @contextmanager
-def library_errors(engine: Engine | None = None) -> Iterator[None]:
-    """Alembic's and SQLAlchemy's errors as library errors that say what to do."""
+def library_errors(where: Engine | URL | None = None) -> Iterator[None]:
+    """Alembic's and SQLAlchemy's errors as library errors that say what to do; ``where``
+    (an engine or its URL) names the database in the words."""
+    url = where.url if isinstance(where, Engine) else where
     try:
         yield
-    except AsyncTaskManagerError:
+    except AsyncTaskManagerError as error:
+        # The repositories' translation keeps the driver's words; a refused connection says
+        # better what to do.
+        cause = error.__cause__
+        if isinstance(cause, DBAPIError):
+            hint = connection_failure(url, cause)
+            if hint is not None:
+                raise hint from error
         raise
     except (CommandError, RevisionError) as error:
         raise StorageError(
             f"{_first_line(error)}: run 'asynctaskmanager history' to list the revisions"
         ) from error
     except DBAPIError as error:
-        hint = connection_failure(engine.url if engine else None, error)
+        hint = connection_failure(url, error)
         if hint is not None:
             raise hint from error
         raise StorageError(f"database error: {_first_line(error.orig or error)}") from error
