@@ -9,6 +9,7 @@ error); ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -20,7 +21,22 @@ from asynctaskmanager.cli.tasks import tasks, workers
 from asynctaskmanager.cli.worker import worker
 
 
+class _Commands(click.Group):
+    """The group that turns any failure of a command into a few words and status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as error:
+            ctx.exit(report_failure(error, debug_requested(ctx)))
+
+
 @click.group(
+    cls=_Commands,
     name="asynctaskmanager",
     help="Look at the task queue, act on tasks, check the database, migrate it, prune it, "
     "and serve its metrics.\n\nThe database is --url, else $ASYNCTASK_DATABASE_URL, else "
@@ -54,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     """The console script. Returns the exit status; a usage error exits with status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=args, prog_name="asynctaskmanager", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
+        # Without standalone mode, main returns the status a command exits with.
+        status = cli.main(args=args, prog_name="asynctaskmanager", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("asynctaskmanager: interrupted", err=True)
         return 130
@@ -68,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("asynctaskmanager: interrupted", err=True)
         return 130
-    except Exception as error:
-        return report_failure(error, debug_requested(args))
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 __all__ = ["DOCTOR_CHECKS", "CheckResult", "cli", "main"]

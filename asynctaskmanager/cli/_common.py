@@ -4,6 +4,7 @@ and turning any failure into one or two lines that say what to do."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -34,12 +35,22 @@ def url_option(command: F) -> F:
     )(command)
 
 
+DEBUG_KEY = "asynctaskmanager.debug"
+
+
+def _remember_debug(context: click.Context, _parameter: click.Parameter, value: bool) -> None:
+    # Context.meta is shared by the whole command chain: the group reads it on a failure.
+    if value:
+        context.meta[DEBUG_KEY] = True
+
+
 def debug_option(command: F) -> F:
     return click.option(
         "--debug",
         is_flag=True,
         expose_value=False,
         is_eager=True,
+        callback=_remember_debug,
         help="Show the full traceback of a failure.",
     )(command)
 
@@ -128,10 +139,10 @@ def human_duration(span: timedelta) -> str:
 # --- failures ---------------------------------------------------------------------------------
 
 
-def debug_requested(argv: list[str]) -> bool:
-    import os
-
-    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") in ("1", "true", "yes")
+def debug_requested(context: click.Context | None) -> bool:
+    if context is not None and context.meta.get(DEBUG_KEY):
+        return True
+    return os.environ.get(DEBUG_ENV, "") in ("1", "true", "yes")
 
 
 def explain(error: BaseException) -> str:

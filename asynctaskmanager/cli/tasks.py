@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 import click
@@ -60,7 +62,7 @@ def list_tasks(
             where, limit=limit, order_by=TaskOrder(order), descending=not oldest_first
         )
     if as_json:
-        print_json([_task_dict(task) for task in found])
+        print_json([_plain(task) for task in found])
         return
     now = datetime.now(timezone.utc)
     table = Table(title=f"{len(found)} task(s)")
@@ -90,13 +92,13 @@ def show_task(task_id: str, as_json: bool, url: str | None) -> None:
         task = storage.tasks.get(task_id)
         logs = storage.task_logs.list_for_task(task_id)
     if as_json:
-        print_json({"task": _task_dict(task), "log": [_log_dict(log) for log in logs]})
+        print_json({"task": _plain(task), "log": [_plain(log) for log in logs]})
         return
     out = console()
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column(overflow="fold")
-    for name, value in _task_dict(task).items():
+    for name, value in _plain(task).items():
         if name == "status":
             fields.add_row(name, _status(task.status))
             continue
@@ -162,7 +164,7 @@ def list_workers(status: str | None, limit: int, as_json: bool, url: str | None)
         found = storage.workers.list(status=WorkerStatus(status) if status else None, limit=limit)
         dead_after = storage.queue.settings.dead_after
     if as_json:
-        print_json([_worker_dict(worker) for worker in found])
+        print_json([_plain(worker) for worker in found])
         return
     now = datetime.now(timezone.utc)
     table = Table(title=f"{len(found)} worker(s)")
@@ -199,46 +201,9 @@ def _status(status: TaskStatus) -> str:
     return f"[{_STATUS_STYLE[status]}]{status.value}[/]"
 
 
-def _task_dict(task: Task) -> dict[str, Any]:
+def _plain(record: Task | TaskLog | Worker) -> dict[str, Any]:
+    """A record's fields as JSON-ready data (enums by value), in declaration order."""
     return {
-        "task_id": task.task_id,
-        "task_type": task.task_type,
-        "status": task.status.value,
-        "priority": task.priority.name.lower(),
-        "retry_count": task.retry_count,
-        "max_retry": task.max_retry,
-        "timeout": task.timeout,
-        "worker_id": task.worker_id,
-        "created_at": task.created_at,
-        "scheduled_at": task.scheduled_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-        "error_message": task.error_message,
-        "payload": task.payload,
-        "result": task.result,
-    }
-
-
-def _log_dict(log: TaskLog) -> dict[str, Any]:
-    return {
-        "log_id": log.log_id,
-        "created_at": log.created_at,
-        "log_type": log.log_type.value,
-        "from_status": log.from_status.value if log.from_status else None,
-        "to_status": log.to_status.value if log.to_status else None,
-        "message": log.message,
-        "details": log.details,
-    }
-
-
-def _worker_dict(worker: Worker) -> dict[str, Any]:
-    return {
-        "worker_id": worker.worker_id,
-        "worker_name": worker.worker_name,
-        "address": worker.address,
-        "status": worker.status.value,
-        "capacity": worker.capacity,
-        "current_load": worker.current_load,
-        "supported_types": worker.supported_types,
-        "last_heartbeat": worker.last_heartbeat,
+        name: value.value if isinstance(value, Enum) else value
+        for name, value in dataclasses.asdict(record).items()
     }
