@@ -93,14 +93,10 @@ def test_tasks_retry(run: Run, queue_url: URL) -> None:
 def test_tasks_cancel(run: Run, queue_url: URL) -> None:
     url = url_text(queue_url)
     with open_storage(queue_url) as storage:
-        pending_id = next(
-            t.task_id for t in storage.tasks.list() if t.status is TaskStatus.PENDING
-        )
+        pending_id = next(t.task_id for t in storage.tasks.list() if t.status is TaskStatus.PENDING)
     result = run("tasks", "cancel", pending_id, "--url", url, "--reason", "not needed")
     assert result.exit_code == 0 and "is cancelled" in result.stdout
-    assert_short_failure(
-        run("tasks", "cancel", pending_id, "--url", url), "cancelled -> cancelled"
-    )
+    assert_short_failure(run("tasks", "cancel", pending_id, "--url", url), "cancelled -> cancelled")
 
 
 def test_workers_list(run: Run, queue_url: URL) -> None:
@@ -167,7 +163,7 @@ def test_migration_commands(run: Run, database_url: URL) -> None:
     assert listed.exit_code == 0
     assert "0002 -> 0003 (current)" in listed.stdout and f"-> {head} (head)" in listed.stdout
     revisions = _json(run, "history")
-    assert [r["revision"] for r in revisions][0] == "0001"
+    assert revisions[0]["revision"] == "0001"
 
 
 def test_metrics_refuses_a_port_in_use(run: Run, queue_url: URL) -> None:
