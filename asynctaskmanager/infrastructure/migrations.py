@@ -132,6 +132,15 @@ def check_on_open(engine: Engine, *, upgrading: bool, enabled: bool = True) -> N
         return
     if isinstance(engine.pool, StaticPool):  # the memory backend is migrated as it opens
         return
+    try:
+        _check(engine, upgrading=upgrading)
+    finally:
+        # The pool is left as it was before the check: empty. Listeners a caller adds to
+        # the engine after opening (a "connect" hook) then see every connection.
+        engine.dispose()
+
+
+def _check(engine: Engine, *, upgrading: bool) -> None:
     with library_errors(engine):
         if upgrading:
             _refuse_unstamped(engine)
