@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -219,3 +220,12 @@ def test_retry_task_requeues_only_ended_tasks(storage: Storage) -> None:
         retry_task(storage, "missing")
     storage.queue.cancel("sms-1", "changed my mind")
     assert retry_task(storage, "sms-1").status is TaskStatus.PENDING
+
+
+def test_prune_reports_each_batch(storage: Storage) -> None:
+    fill_queue(storage)
+    time.sleep(1.1)  # the cutoff is in whole seconds
+    batches: list[int] = []
+    report = storage.queue.prune(timedelta(0), batch_size=1, on_batch=batches.append)
+    assert report.tasks == 2
+    assert sum(batches) == 2 and all(n <= 1 for n in batches)
