@@ -14,7 +14,7 @@ from asynctaskmanager.domain.repositories import (
     TaskRepository,
     WorkerRepository,
 )
-from asynctaskmanager.errors import StorageError
+from asynctaskmanager.errors import AsyncTaskManagerError, StorageError
 from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.dialects import DialectProfile
 from asynctaskmanager.infrastructure.engine import Database, Target, connect
@@ -147,15 +147,22 @@ def open_storage(
     upgrade: bool = False,
     queue_settings: QueueSettings | None = None,
     retry: TransactionRetry | None = None,
+    check_schema: bool = True,
 ) -> Storage:
     """Open a storage from a URL, a :class:`MySQLConfig`, or ``"memory"``.
 
     With no target: ``ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``.
     The memory backend always starts from an empty, fully migrated schema. Other backends
     are migrated with ``alembic upgrade head``, ``asynctaskmanager upgrade``, or
-    ``upgrade=True`` here.
+    ``upgrade=True`` here. A schema behind the library's raises SchemaOutOfDateError, unless
+    ``check_schema=False`` or ``ASYNCTASK_SKIP_SCHEMA_CHECK=1`` (rolling upgrades).
     """
     storage = Storage(connect(target), queue_settings=queue_settings, retry=retry)
+    try:
+        migrations.check_on_open(storage.engine, upgrading=upgrade, enabled=check_schema)
+    except AsyncTaskManagerError:
+        storage.close()
+        raise
     if upgrade or storage.profile.ephemeral:
         try:
             storage.upgrade()

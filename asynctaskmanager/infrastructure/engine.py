@@ -12,6 +12,7 @@ from asynctaskmanager.domain.validation import dumps
 from asynctaskmanager.errors import ConfigurationError
 from asynctaskmanager.infrastructure.config import MySQLConfig
 from asynctaskmanager.infrastructure.dialects import DialectProfile, profile_for
+from asynctaskmanager.infrastructure.forking import install_fork_safety
 
 # Set in a pooled connection's info by whoever ended its transaction (the unit of work) just
 # before returning it: the pool's reset rollback can then be skipped.
@@ -71,6 +72,7 @@ def _build(url: URL, pool_options: dict[str, Any]) -> Database:
         ) from error
     event.listen(engine, "reset", _reset_unless_ended)
     profile.configure(engine)
+    install_fork_safety(engine)
     return Database(engine, profile)
 
 

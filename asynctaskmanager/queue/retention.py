@@ -10,7 +10,7 @@ before the cutoff (so that a long-running task's result does not vanish as it la
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,6 +77,7 @@ def prune_finished(
     statuses: Iterable[TaskStatus] = FINAL_STATUSES,
     batch_size: int = 1000,
     worker_grace: timedelta = timedelta(0),
+    on_batch: Callable[[int], None] | None = None,
 ) -> PruneReport:
     """See :meth:`TaskQueue.prune`. A worker row goes only once it has also been silent
     for ``worker_grace`` (the queue passes the time after which a silent worker is dead),
@@ -100,6 +101,8 @@ def prune_finished(
         found, deleted_tasks, deleted_logs, last = runner.run(lambda uow: _prune_batch(uow, params))
         tasks += deleted_tasks
         logs += deleted_logs
+        if on_batch is not None:
+            on_batch(deleted_tasks)
         if found < batch_size or last is None:
             break
         params["p_after"] = last

@@ -358,6 +358,7 @@ class TaskQueue:
         *,
         statuses: Iterable[TaskStatus] = FINAL_STATUSES,
         batch_size: int = 1000,
+        on_batch: Callable[[int], None] | None = None,
     ) -> PruneReport:
         """Delete the finished tasks (and their log rows) that ended ``older_than`` ago,
         and the workers offline and silent for that long (and at least ``dead_after``) that
@@ -365,6 +366,7 @@ class TaskQueue:
 
         By the database's clock; in batches of ``batch_size``, each its own transaction.
         ``statuses`` narrows which final statuses go (e.g. keep failed tasks longer).
+        ``on_batch`` is called after each batch with the tasks it deleted (for progress).
         """
         return prune_finished(
             self._runner,
@@ -372,6 +374,7 @@ class TaskQueue:
             statuses=statuses,
             batch_size=batch_size,
             worker_grace=self.settings.dead_after,
+            on_batch=on_batch,
         )
 
     # --- helpers ---------------------------------------------------------------------------

@@ -3,8 +3,7 @@
 Handlers hand their outcome over and go back to work at once; the completer writes what has
 gathered every ``flush_interval`` seconds, or as soon as ``batch_size`` outcomes wait,
 so no result waits longer than about one interval. Each batch goes through one place,
-:meth:`Completer._write`, which today makes one guarded call per task; a batched store call
-replaces that line without touching the runtime.
+:meth:`Completer._write`: one ``complete_many`` and one ``fail_many`` transaction per flush.
 """
 
 from __future__ import annotations
@@ -133,15 +132,36 @@ class Completer:
     def _write(
         self, successes: list[Outcome], failures: list[Outcome]
     ) -> list[tuple[Outcome, bool | Exception]]:
-        """One guarded call per task today; a ``complete_many``/``fail_many`` pair later."""
+        """One transaction for the successes (``complete_many``), one for the failures
+        (``fail_many``)."""
         queue = self._storage.queue
-        completed = [_guarded(queue.complete, o.task, o.result) for o in successes]
-        failed = [_guarded(queue.fail, o.task, o.error or "") for o in failures]
-        return list(zip(successes + failures, completed + failed, strict=True))
+        return _in_batch(
+            successes, queue.complete_many, queue.complete, lambda o: o.result
+        ) + _in_batch(failures, queue.fail_many, queue.fail, lambda o: o.error or "")
+
+
+def _in_batch(
+    outcomes: list[Outcome],
+    write_many: Callable[[list[tuple[Task, Any]]], list[bool]],
+    write_one: Callable[[Task, Any], bool],
+    value: Callable[[Outcome], Any],
+) -> list[tuple[Outcome, bool | Exception]]:
+    """Each outcome's answer from one batched write. A transient failure is the whole
+    batch's (it is retried); any other refusal is written again one by one, so that one bad
+    outcome cannot stop the others."""
+    if not outcomes:
+        return []
+    try:
+        applied = write_many([(outcome.task, value(outcome)) for outcome in outcomes])
+    except TransientStorageError as error:
+        return [(outcome, error) for outcome in outcomes]
+    except Exception:
+        return [(o, _guarded(write_one, o.task, value(o))) for o in outcomes]
+    return list(zip(outcomes, applied, strict=True))
 
 
 def _guarded(write: Callable[[Task, Any], bool], task: Task, value: Any) -> bool | Exception:
-    """The write's answer, or its error: one bad outcome must not stop the others."""
+    """The write's answer, or its error."""
     try:
         return write(task, value)
     except Exception as error:

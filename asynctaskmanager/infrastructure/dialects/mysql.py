@@ -53,6 +53,8 @@ def _mysql_engine_options(url: URL) -> dict[str, Any]:
         # Claims and transitions touch rows by key; READ COMMITTED takes no gap locks, which
         # is what turned concurrent claimers' deadlocks into nothing in our runs.
         "isolation_level": "READ COMMITTED",
+        # PyMySQL defaults to named parameters; the bulk inserts send positional rows.
+        **({"paramstyle": "format"} if url.get_driver_name() == "pymysql" else {}),
     }
 
 
