@@ -105,11 +105,16 @@ def decimal(field: str, value: object, minimum: Decimal) -> Decimal:
         raise ValidationError(field, "must be a number", value) from None
     if not number.is_finite():
         raise ValidationError(field, "must be finite", value)
-    if number != number.quantize(limits.DECIMAL_PLACES):
+    try:
+        places = number.quantize(limits.DECIMAL_PLACES)
+    except InvalidOperation:
+        # Too many digits to quantize in the context's precision: far out of range anyway.
+        places = None
+    if places is not None and number != places:
         raise ValidationError(field, "at most 2 decimal places", value)
-    if number < minimum or number > limits.DECIMAL_MAX:
+    if places is None or number < minimum or number > limits.DECIMAL_MAX:
         raise ValidationError(field, f"must be between {minimum} and {limits.DECIMAL_MAX}", value)
-    return number.quantize(limits.DECIMAL_PLACES)
+    return places
 
 
 def enum_member(field: str, enum_type: type[E], value: object) -> E:
