@@ -1,0 +1,217 @@
+"""The end of an attempt on every backend: complete, fail (with its retries and their
+back-off), cancel, and a late answer from an attempt that was taken back. Each applies only
+to the attempt it names, once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from asynctaskmanager import (
+    IllegalTransitionError,
+    LogType,
+    NotFoundError,
+    QueueSettings,
+    RetryPolicy,
+    RetryStrategy,
+    Storage,
+    TaskQueue,
+    TaskRequest,
+    TaskStatus,
+)
+from tests.support.queue_helpers import (
+    NO_JITTER,
+    SWEEP,
+    claim_if_due,
+    configure,
+    load_of,
+    logs_of,
+    now_of,
+    register,
+    set_task,
+    set_worker,
+)
+
+
+def test_complete_applies_once_and_logs(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage)
+    register(queue)
+    queue.enqueue("job")
+    [task] = queue.claim("w1")
+    assert queue.complete(task, {"ok": True}) is True
+    stored = storage.tasks.get(task.task_id)
+    assert stored.status is TaskStatus.COMPLETED and stored.result == {"ok": True}
+    assert stored.completed_at is not None
+    assert load_of(storage) == 0
+    expected = [
+        (LogType.CREATED, None, TaskStatus.PENDING),
+        (LogType.CLAIMED, TaskStatus.PENDING, TaskStatus.RUNNING),
+        (LogType.COMPLETED, TaskStatus.RUNNING, TaskStatus.COMPLETED),
+    ]
+    assert logs_of(storage, task.task_id) == expected
+    # The same lease a second time: refused, nothing written.
+    assert queue.complete(task, {"ok": False}) is False
+    assert queue.fail(task, "late") is False
+    assert storage.tasks.get(task.task_id).result == {"ok": True}
+    assert logs_of(storage, task.task_id) == expected
+    assert load_of(storage) == 0
+
+
+def test_fail_without_retries_left_ends_failed(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage, default_max_retry=0)
+    register(queue)
+    queue.enqueue("job")
+    [task] = queue.claim("w1")
+    assert queue.fail(task, "boom") is True
+    stored = storage.tasks.get(task.task_id)
+    assert stored.status is TaskStatus.FAILED and stored.error_message == "boom"
+    assert stored.retry_count == 0 and stored.completed_at is not None
+    assert logs_of(storage, task.task_id) == [
+        (LogType.CREATED, None, TaskStatus.PENDING),
+        (LogType.CLAIMED, TaskStatus.PENDING, TaskStatus.RUNNING),
+        (LogType.FAILED, TaskStatus.RUNNING, TaskStatus.FAILED),
+    ]
+    assert queue.fail(task, "again") is False
+    assert len(logs_of(storage, task.task_id)) == 3
+    assert load_of(storage) == 0
+
+
+def test_fail_with_retry_false_ends_failed(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage, default_max_retry=5)
+    register(queue)
+    queue.enqueue("job")
+    [task] = queue.claim("w1")
+    assert queue.fail(task, "fatal", retry=False) is True
+    assert storage.tasks.get(task.task_id).status is TaskStatus.FAILED
+
+
+@pytest.mark.parametrize("strategy", list(RetryStrategy))
+def test_retry_delays_follow_the_config(
+    storage: Storage, queue: TaskQueue, strategy: RetryStrategy
+) -> None:
+    configure(
+        storage,
+        retry_strategy=strategy,
+        retry_delay=4,
+        backoff_rate=Decimal("3"),
+        default_max_retry=3,
+    )
+    register(queue)
+    task = queue.enqueue("job")
+    policy = RetryPolicy(strategy, 4, Decimal("3"), max_delay=NO_JITTER.max_retry_delay)
+    for attempt in (1, 2, 3):
+        [held] = queue.claim("w1")
+        assert held.retry_count == attempt - 1
+        before = now_of(storage)
+        assert queue.fail(held, f"failure {attempt}") is True
+        after = now_of(storage)
+        stored = storage.tasks.get(task.task_id)
+        assert stored.status is TaskStatus.PENDING and stored.retry_count == attempt
+        assert stored.worker_id is None and stored.started_at is None
+        delay = timedelta(seconds=policy.delay_seconds(attempt))
+        assert stored.scheduled_at is not None
+        assert before + delay <= stored.scheduled_at <= after + delay
+        logs = logs_of(storage, task.task_id)
+        assert len(logs) == 1 + 2 * attempt  # created, then claimed + retry per attempt
+        assert logs[-1] == (LogType.RETRY_SCHEDULED, TaskStatus.RUNNING, TaskStatus.PENDING)
+        assert load_of(storage) == 0
+        assert claim_if_due(storage, queue, "w1", stored.scheduled_at) == []
+        set_task(storage, task.task_id, scheduled_at=after - timedelta(seconds=1))
+    [last] = queue.claim("w1")
+    assert queue.fail(last, "final") is True
+    stored = storage.tasks.get(task.task_id)
+    assert (stored.status, stored.retry_count) == (TaskStatus.FAILED, 3)
+    assert [kind for kind, _, _ in logs_of(storage, task.task_id)].count(LogType.CLAIMED) == 4
+
+
+def test_retry_delay_is_capped(storage: Storage) -> None:
+    queue = TaskQueue(storage.runner, QueueSettings(retry_jitter=0.0, max_retry_delay=7))
+    configure(storage, retry_strategy=RetryStrategy.EXPONENTIAL, retry_delay=100)
+    register(queue)
+    task = queue.enqueue("job")
+    [held] = queue.claim("w1")
+    before = now_of(storage)
+    queue.fail(held, "x")
+    after = now_of(storage)
+    scheduled = storage.tasks.get(task.task_id).scheduled_at
+    assert scheduled is not None
+    assert before + timedelta(seconds=7) <= scheduled <= after + timedelta(seconds=7)
+
+
+def test_illegal_transitions_raise(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage)
+    register(queue)
+    pending = queue.enqueue("job")
+    with pytest.raises(IllegalTransitionError):
+        queue.complete(pending)
+    with pytest.raises(IllegalTransitionError):
+        queue.fail(pending, "x")
+    [held] = queue.claim("w1")
+    assert queue.complete(held)
+    with pytest.raises(IllegalTransitionError, match="completed -> cancelled"):
+        queue.cancel(held.task_id)
+    with pytest.raises(NotFoundError):
+        queue.cancel("no-such-task")
+    assert logs_of(storage, held.task_id)[-1][0] is LogType.COMPLETED
+
+
+def test_cancel_pending_and_running(storage: Storage, queue: TaskQueue) -> None:
+    configure(storage)
+    register(queue)
+    first, second = queue.enqueue_many([TaskRequest("job"), TaskRequest("job")])
+    [held] = queue.claim("w1")
+    assert held.task_id == first.task_id
+    assert queue.cancel(second.task_id, "not needed") is True
+    assert logs_of(storage, second.task_id)[-1] == (
+        LogType.CANCELLED,
+        TaskStatus.PENDING,
+        TaskStatus.CANCELLED,
+    )
+    assert queue.cancel(held.task_id, "stop") is True
+    assert load_of(storage) == 0
+    stored = storage.tasks.get(held.task_id)
+    assert stored.status is TaskStatus.CANCELLED and stored.error_message == "stop"
+    assert logs_of(storage, held.task_id)[-1] == (
+        LogType.CANCELLED,
+        TaskStatus.RUNNING,
+        TaskStatus.CANCELLED,
+    )
+    # The worker finishing anyway is refused and changes nothing.
+    assert queue.complete(held, {"late": True}) is False
+    assert storage.tasks.get(held.task_id).status is TaskStatus.CANCELLED
+    assert len(logs_of(storage, held.task_id)) == 3
+    assert load_of(storage) == 0
+    with pytest.raises(IllegalTransitionError):
+        queue.cancel(held.task_id)
+
+
+def test_late_completion_after_rescue_and_reclaim_by_same_worker(storage: Storage) -> None:
+    queue = TaskQueue(storage.runner, SWEEP)
+    configure(storage, default_max_retry=3)
+    register(queue)
+    task = queue.enqueue("job")
+    [old] = queue.claim("w1")
+    set_worker(storage, "w1", last_heartbeat=now_of(storage) - timedelta(hours=1))
+    report = queue.sweep()
+    assert report.requeued == [task.task_id]
+    assert queue.heartbeat("w1") == set()  # back online; it holds nothing any more
+    [new] = queue.claim("w1")
+    assert (new.task_id, new.worker_id, new.retry_count) == (old.task_id, "w1", 1)
+    logs_before = logs_of(storage, task.task_id)
+    assert queue.complete(old, {"from": "old attempt"}) is False
+    assert queue.fail(old, "old attempt") is False
+    stored = storage.tasks.get(task.task_id)
+    assert (stored.status, stored.worker_id, stored.retry_count, stored.result) == (
+        TaskStatus.RUNNING,
+        "w1",
+        1,
+        None,
+    )
+    assert logs_of(storage, task.task_id) == logs_before
+    assert load_of(storage) == 1
+    assert queue.complete(new, {"from": "new attempt"}) is True
+    assert storage.tasks.get(task.task_id).result == {"from": "new attempt"}
+    assert load_of(storage) == 0
