@@ -5,7 +5,7 @@ to the attempt it names, once.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,10 +18,13 @@ from asynctaskmanager import (
     RetryPolicy,
     RetryStrategy,
     Storage,
+    SweepReport,
     TaskQueue,
     TaskRequest,
     TaskStatus,
+    WorkerStatus,
 )
+from asynctaskmanager.domain import attempts
 from tests.support.queue_helpers import (
     NO_JITTER,
     SWEEP,
@@ -215,3 +218,85 @@ def test_late_completion_after_rescue_and_reclaim_by_same_worker(storage: Storag
     assert queue.complete(new, {"from": "new attempt"}) is True
     assert storage.tasks.get(task.task_id).result == {"from": "new attempt"}
     assert load_of(storage) == 0
+
+
+# --- a retry that would land past the last storable instant ------------------------------
+# TIMESTAMP ends at 2038-01-19 03:14:07 UTC, years after the database's clock and more than
+# the longest back-off (a year). The horizon is moved an hour past the database's clock, so
+# that a two-hour back-off lands beyond it and a one-minute one before it.
+
+LONG_BACK_OFF = QueueSettings(
+    heartbeat_interval=timedelta(seconds=1),
+    missed_heartbeats=2,
+    retry_jitter=0.0,
+    max_retry_delay=int(timedelta(days=1).total_seconds()),
+)
+
+
+@pytest.fixture
+def horizon(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The last instant a retry may land: an hour after the database's clock. Types "far"
+    (a two-hour back-off) and "near" (a minute) are configured."""
+    configure(storage, "far", retry_delay=2 * 3600, default_max_retry=3)
+    configure(storage, "near", retry_delay=60, default_max_retry=3)
+    last = now_of(storage) + timedelta(hours=1)
+    monkeypatch.setattr(attempts, "RETRY_HORIZON", last)
+    return last
+
+
+def assert_failed_for_good(storage: Storage, task_id: str, log_type: LogType) -> None:
+    stored = storage.tasks.get(task_id)
+    assert (stored.status, stored.retry_count, stored.worker_id) == (TaskStatus.FAILED, 0, "w1")
+    assert stored.completed_at is not None
+    assert logs_of(storage, task_id)[-1] == (log_type, TaskStatus.RUNNING, TaskStatus.FAILED)
+
+
+def assert_retried_before(storage: Storage, task_id: str, horizon: datetime) -> None:
+    stored = storage.tasks.get(task_id)
+    assert (stored.status, stored.retry_count, stored.worker_id) == (TaskStatus.PENDING, 1, None)
+    assert stored.scheduled_at is not None and stored.scheduled_at <= horizon
+
+
+def test_fail_with_a_retry_past_the_horizon_fails_for_good(
+    storage: Storage, horizon: datetime
+) -> None:
+    queue = TaskQueue(storage.runner, LONG_BACK_OFF)
+    register(queue)
+    far, near = queue.enqueue("far"), queue.enqueue("near")
+    held = {task.task_id: task for task in queue.claim("w1", limit=2)}
+    assert queue.fail(held[far.task_id], "boom") is True
+    assert queue.fail(held[near.task_id], "boom") is True
+    assert_failed_for_good(storage, far.task_id, LogType.FAILED)
+    assert storage.tasks.get(far.task_id).error_message == "boom"
+    assert_retried_before(storage, near.task_id, horizon)
+    assert load_of(storage) == 0
+
+
+def test_sweep_fails_a_task_whose_retry_lands_past_the_horizon_and_takes_back_the_rest(
+    storage: Storage, horizon: datetime
+) -> None:
+    queue = TaskQueue(storage.runner, LONG_BACK_OFF)
+    register(queue)
+    far, near = queue.enqueue("far"), queue.enqueue("near")
+    assert len(queue.claim("w1", limit=2)) == 2
+    set_worker(storage, "w1", last_heartbeat=now_of(storage) - timedelta(seconds=30))
+    report = queue.sweep()
+    assert report == SweepReport(["w1"], [near.task_id], [far.task_id])
+    assert_failed_for_good(storage, far.task_id, LogType.RESCUED)
+    assert_retried_before(storage, near.task_id, horizon)
+    assert load_of(storage) == 0
+    assert queue.sweep() == SweepReport([], [], [])
+
+
+def test_deregister_fails_a_task_whose_retry_lands_past_the_horizon_and_requeues_the_rest(
+    storage: Storage, horizon: datetime
+) -> None:
+    queue = TaskQueue(storage.runner, LONG_BACK_OFF)
+    register(queue)
+    far, near = queue.enqueue("far"), queue.enqueue("near")
+    assert len(queue.claim("w1", limit=2)) == 2
+    queue.deregister_worker("w1")
+    assert_failed_for_good(storage, far.task_id, LogType.RESCUED)
+    assert_retried_before(storage, near.task_id, horizon)
+    worker = storage.workers.get("w1")
+    assert (worker.status, worker.current_load) == (WorkerStatus.OFFLINE, 0)
