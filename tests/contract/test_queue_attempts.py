@@ -19,6 +19,7 @@ from asynctaskmanager import (
     RetryStrategy,
     Storage,
     SweepReport,
+    Task,
     TaskQueue,
     TaskRequest,
     TaskStatus,
@@ -257,15 +258,21 @@ def assert_retried_before(storage: Storage, task_id: str, horizon: datetime) -> 
     assert stored.scheduled_at is not None and stored.scheduled_at <= horizon
 
 
-def test_fail_with_a_retry_past_the_horizon_fails_for_good(
-    storage: Storage, horizon: datetime
-) -> None:
+def hold_far_and_near(storage: Storage) -> tuple[TaskQueue, Task, Task]:
+    """A queue with a day's longest back-off, and w1 holding a "far" and a "near" task."""
     queue = TaskQueue(storage.runner, LONG_BACK_OFF)
     register(queue)
     far, near = queue.enqueue("far"), queue.enqueue("near")
     held = {task.task_id: task for task in queue.claim("w1", limit=2)}
-    assert queue.fail(held[far.task_id], "boom") is True
-    assert queue.fail(held[near.task_id], "boom") is True
+    return queue, held[far.task_id], held[near.task_id]
+
+
+def test_fail_with_a_retry_past_the_horizon_fails_for_good(
+    storage: Storage, horizon: datetime
+) -> None:
+    queue, far, near = hold_far_and_near(storage)
+    assert queue.fail(far, "boom") is True
+    assert queue.fail(near, "boom") is True
     assert_failed_for_good(storage, far.task_id, LogType.FAILED)
     assert storage.tasks.get(far.task_id).error_message == "boom"
     assert_retried_before(storage, near.task_id, horizon)
@@ -275,10 +282,7 @@ def test_fail_with_a_retry_past_the_horizon_fails_for_good(
 def test_sweep_fails_a_task_whose_retry_lands_past_the_horizon_and_takes_back_the_rest(
     storage: Storage, horizon: datetime
 ) -> None:
-    queue = TaskQueue(storage.runner, LONG_BACK_OFF)
-    register(queue)
-    far, near = queue.enqueue("far"), queue.enqueue("near")
-    assert len(queue.claim("w1", limit=2)) == 2
+    queue, far, near = hold_far_and_near(storage)
     set_worker(storage, "w1", last_heartbeat=now_of(storage) - timedelta(seconds=30))
     report = queue.sweep()
     assert report == SweepReport(["w1"], [near.task_id], [far.task_id])
@@ -291,10 +295,7 @@ def test_sweep_fails_a_task_whose_retry_lands_past_the_horizon_and_takes_back_th
 def test_deregister_fails_a_task_whose_retry_lands_past_the_horizon_and_requeues_the_rest(
     storage: Storage, horizon: datetime
 ) -> None:
-    queue = TaskQueue(storage.runner, LONG_BACK_OFF)
-    register(queue)
-    far, near = queue.enqueue("far"), queue.enqueue("near")
-    assert len(queue.claim("w1", limit=2)) == 2
+    queue, far, near = hold_far_and_near(storage)
     queue.deregister_worker("w1")
     assert_failed_for_good(storage, far.task_id, LogType.RESCUED)
     assert_retried_before(storage, near.task_id, horizon)
