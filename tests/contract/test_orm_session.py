@@ -11,17 +11,17 @@ from asynctaskmanager import ExecutorType, Storage, Task, TaskConfig, TaskStatus
 from asynctaskmanager.orm import TaskConfigRow, TaskRow
 
 
+def config_row(executor: ExecutorType) -> TaskConfigRow:
+    """The mapped row of type "orm", its defaults left to the database."""
+    return TaskConfigRow(
+        task_type="orm", task_name="ORM tasks", executor_type=executor.value, retry_strategy="fixed"
+    )
+
+
 def write_both(uow: UnitOfWork) -> None:
     """An ORM insert of a task config and a repository insert of a task of that type, each
     seen by the other side before the unit of work ends."""
-    uow.session.add(
-        TaskConfigRow(
-            task_type="orm",
-            task_name="ORM tasks",
-            executor_type=ExecutorType.FUNCTION.value,
-            retry_strategy="fixed",
-        )
-    )
+    uow.session.add(config_row(ExecutorType.FUNCTION))
     uow.tasks.create(Task("orm", {"via": "repository"}, task_id="t-orm"))
     uow.session.flush()
     # The repository reads the ORM's row, and the ORM the repository's: one transaction.
@@ -68,14 +68,7 @@ def test_an_orm_write_and_a_repository_write_commit_together(storage: Storage) -
 def test_commit_flushes_what_the_session_still_holds(storage: Storage) -> None:
     with storage.unit_of_work() as uow:
         uow.tasks.create(Task("orm", task_id="t-orm"))
-        uow.session.add(
-            TaskConfigRow(
-                task_type="orm",
-                task_name="ORM tasks",
-                executor_type=ExecutorType.HTTP.value,
-                retry_strategy="linear",
-            )
-        )
+        uow.session.add(config_row(ExecutorType.HTTP))
         uow.commit()  # no flush of our own: the unit of work's commit sends the insert
     config, task = stored(storage)
     assert config is not None and config.executor_type is ExecutorType.HTTP
