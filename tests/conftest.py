@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import URL, create_engine, make_url, text
@@ -50,7 +51,7 @@ def mysql_server_url() -> Iterator[URL]:
         return
     if not _docker_answers():
         pytest.skip(f"no MySQL: set {MYSQL_URL_ENV} or run a Docker engine for testcontainers")
-    from testcontainers.mysql import MySqlContainer  # type: ignore[import-untyped]
+    from testcontainers.mysql import MySqlContainer
 
     with MySqlContainer("mysql:8.0", username="root", password="test") as container:
         yield resolve_url(container.get_connection_url())
@@ -103,8 +104,8 @@ def mysql_storage(mysql_database_url: URL) -> Iterator[Storage]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: pytest.TempPathFactory) -> URL:
-    return make_url(f"sqlite:///{tmp_path}/asynctask.db")  # type: ignore[operator]
+def sqlite_url(tmp_path: Path) -> URL:
+    return make_url(f"sqlite:///{tmp_path}/asynctask.db")
 
 
 @pytest.fixture

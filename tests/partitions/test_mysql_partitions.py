@@ -26,7 +26,7 @@ from asynctaskmanager.partitions import enable, id_at, partition_status, rotate
 from asynctaskmanager.partitions.months import add_months, month_start, partition_name
 from asynctaskmanager.queue.claim import claim_statement
 from tests.conftest import mysql_only
-from tests.test_migrations import run_check
+from tests.migrations.test_migrations import run_check
 
 UTC = timezone.utc
 JOB = "job"

@@ -71,7 +71,7 @@ def test_handlers_succeed_and_fail_with_their_message(
     task_lines = [r for r in caplog.records if hasattr(r, "task_id")]
     assert len(task_lines) >= 2 * 7
     for record in task_lines:
-        assert record.task_id in record.getMessage()  # type: ignore[attr-defined]
+        assert record.task_id in record.getMessage()
 
 
 def test_a_task_past_its_timeout_is_reported_and_keeps_its_slot(

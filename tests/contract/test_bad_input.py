@@ -45,7 +45,7 @@ from asynctaskmanager import (
 )
 from asynctaskmanager.domain import limits
 from tests.conftest import empty_tables
-from tests.faults import report, snapshot
+from tests.support.faults import report, snapshot
 
 EXAMPLES = settings(
     max_examples=10,

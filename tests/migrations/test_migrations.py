@@ -30,7 +30,7 @@ from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV, connect
 from asynctaskmanager.infrastructure.schema import Base
 from tests.conftest import scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "spec_schema.sql"
 SPEC_DOCUMENT = ROOT.parent / "shared" / "spec" / "storage-spec.zh.md"
 SPEC_TABLES = {"task", "task_config", "task_log", "worker"}

@@ -38,7 +38,7 @@ from asynctaskmanager import (
 from asynctaskmanager.domain.enums import LogType
 from asynctaskmanager.infrastructure.dialects import mysql as mysql_dialect
 from tests.conftest import empty_tables
-from tests.faults import (
+from tests.support.faults import (
     Adversary,
     ConnectionKiller,
     Point,

@@ -31,7 +31,7 @@ from asynctaskmanager import (
     Worker,
     WorkerStatus,
 )
-from tests.faults import row_counts
+from tests.support.faults import row_counts
 
 INJECTIONS = [
     "'; DROP TABLE task; --",

@@ -53,7 +53,7 @@ from asynctaskmanager.infrastructure.schema import task_log_table as lg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
 from asynctaskmanager.queue.claim import claim_statement
-from tests.queue_workers import (
+from tests.support.queue_workers import (
     SHORT_HEARTBEATS,
     WorkerReport,
     claim_and_hang,

@@ -38,7 +38,7 @@ from asynctaskmanager import (
     TaskStatus,
 )
 from asynctaskmanager.infrastructure.schema import task_table
-from tests.faults import (
+from tests.support.faults import (
     SOAK_SETTINGS,
     SOAK_TYPE,
     ConnectionKiller,
@@ -130,7 +130,7 @@ def test_soak_with_random_faults(
     records.mkdir()
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["asynctaskmanager", "sqlalchemy", "tests.faults"])
+    context.set_forkserver_preload(["asynctaskmanager", "sqlalchemy", "tests.support.faults"])
     process_kills = respawns_same_id = 0
     try:
         storage.task_configs.create(

@@ -35,7 +35,7 @@ from asynctaskmanager import (
     Worker,
 )
 from asynctaskmanager.infrastructure.schema import task_log_table, task_table
-from tests.faults import (
+from tests.support.faults import (
     SHORT_SETTINGS,
     check_records,
     consistency_violations,
@@ -57,7 +57,7 @@ TASK_TYPE = "crash"
 def _context() -> Any:
     """A forkserver: children forked from a clean process that holds no connection."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["asynctaskmanager", "sqlalchemy", "tests.faults"])
+    context.set_forkserver_preload(["asynctaskmanager", "sqlalchemy", "tests.support.faults"])
     return context
 
 
