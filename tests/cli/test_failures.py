@@ -21,7 +21,7 @@ from asynctaskmanager.infrastructure import migrations
 from asynctaskmanager.infrastructure.engine import connect
 from tests.cli.conftest import Run, assert_short_failure, url_text
 
-SPEC_SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "spec_schema.sql"
+SPEC_SCHEMA = Path(__file__).resolve().parent.parent / "migrations" / "fixtures" / "spec_schema.sql"
 COMMANDS = [
     ["status"],
     ["tasks", "list"],
