@@ -100,6 +100,24 @@ _ADD_LOAD = (
 )
 
 
+# What a claim would take if no limit or capacity stood in the way: due pending tasks of
+# enabled types (served by ix_task_claim's status prefix).
+_RUNNABLE = (
+    select(func.count())
+    .select_from(t.join(cfg, cfg.c.task_type == t.c.task_type))
+    .where(
+        t.c.status == TaskStatus.PENDING.value,
+        t.c.task_type.in_(bindparam("p_types", expanding=True)),
+        or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= func.current_timestamp()),
+        cfg.c.enabled == True,  # noqa: E712
+    )
+)
+
+
+def count_runnable(uow: UnitOfWork, task_types: Sequence[str]) -> int:
+    return int(uow.connection.execute(_RUNNABLE, {"p_types": list(task_types)}).scalar_one())
+
+
 def claim_tasks(
     uow: UnitOfWork,
     worker_id: str,

@@ -10,7 +10,7 @@ module: the claim in ``claim.py``, the ends of attempts in ``attempts.py``, rete
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -42,7 +42,7 @@ from asynctaskmanager.queue.attempts import (
     fail_attempt,
     rescue_attempt,
 )
-from asynctaskmanager.queue.claim import CLAIM_MAX, OverLimit, claim_tasks
+from asynctaskmanager.queue.claim import CLAIM_MAX, OverLimit, claim_tasks, count_runnable
 from asynctaskmanager.queue.retention import PruneReport, prune_finished
 from asynctaskmanager.queue.settings import (
     CompletionAndClaim,
@@ -136,6 +136,18 @@ class TaskQueue:
             except OverLimit:
                 pass  # rolled back; a type is at its max_concurrent: count under its lock
         return self._run(partial(claim, lock_limits_first=True))
+
+    def count_runnable(self, task_types: Sequence[str]) -> int:
+        """How many pending tasks of ``task_types`` are due by the database's clock, of an
+        enabled type: what claims would take if no ``max_concurrent`` or capacity stood in
+        the way. An empty claim with a positive count means "blocked by a limit", not
+        "nothing to do"."""
+        if isinstance(task_types, (str, bytes)) or not isinstance(task_types, Sequence):
+            raise ValidationError("task_types", "must be a sequence of task types", task_types)
+        types = [check.identifier("task_types", task_type) for task_type in task_types]
+        if not types:
+            return 0
+        return self._run(partial(count_runnable, task_types=types), read_only=True)
 
     def complete_and_claim(
         self, task: Task, result: Any = None, limit: int = 1

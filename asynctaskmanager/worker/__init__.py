@@ -13,7 +13,6 @@ from asynctaskmanager.worker.runtime import (
     RunSummary,
     WorkerRuntime,
     run_worker,
-    runnable_count,
 )
 from asynctaskmanager.worker.waiting import IdleBackoff, Wakeup
 
@@ -27,5 +26,4 @@ __all__ = [
     "main",
     "run_from_app",
     "run_worker",
-    "runnable_count",
 ]

@@ -31,8 +31,6 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
 from asynctaskmanager import (
     AsyncTaskManagerError,
     ConfigurationError,
@@ -40,14 +38,11 @@ from asynctaskmanager import (
     Storage,
     StorageError,
     Task,
-    TaskStatus,
     ValidationError,
     Worker,
 )
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
-from asynctaskmanager.infrastructure.schema import task_config_table as cfg
-from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.worker.completer import Completer, Outcome
 from asynctaskmanager.worker.logs import logger, task_logger
 from asynctaskmanager.worker.waiting import IdleBackoff, Wakeup
@@ -332,7 +327,7 @@ class WorkerRuntime:
         max_concurrent, or held by others): the worker waits for them."""
         if self._busy() or self._completer.pending():
             return False
-        waiting = runnable_count(self._storage, sorted(self._handlers))
+        waiting = self._storage.queue.count_runnable(sorted(self._handlers))
         if waiting:
             logger.debug("worker %s: %d runnable task(s) wait for a slot", self.worker_id, waiting)
         return waiting == 0
@@ -515,18 +510,8 @@ def run_worker(
     storage: Storage,
     handlers: Mapping[str, Handler],
     *,
-    worker_id: str | None = None,
-    name: str | None = None,
-    concurrency: int = 4,
-    burst: bool = False,
-    poll_interval: float = 0.05,
-    max_poll_interval: float = 2.0,
-    shutdown_timeout: float = 30.0,
-    heartbeat_interval: timedelta | None = None,
-    sweep_interval: timedelta | None = timedelta(seconds=30),
-    use_processes: bool = False,
     handle_signals: bool = True,
-    wakeup: Wakeup | None = None,
+    **options: Any,
 ) -> RunSummary:
     """Run a worker on ``storage`` until a signal stops it (or, with ``burst``, until no
     runnable task is left), and return what it did.
@@ -544,39 +529,14 @@ def run_worker(
     On SIGTERM/SIGINT it stops claiming, gives its running tasks ``shutdown_timeout``
     seconds, hands back those still running and deregisters; a second signal stops it
     at once.
+
+    ``options`` are :class:`WorkerRuntime`'s: ``worker_id``, ``name``, ``concurrency=4``,
+    ``burst=False``, ``poll_interval=0.05``, ``max_poll_interval=2.0``,
+    ``shutdown_timeout=30.0``, ``heartbeat_interval=None``, ``sweep_interval=30 s``,
+    ``use_processes=False``, ``flush_interval=0.005``, ``batch_size=50``, ``wakeup=None``.
     """
-    runtime = WorkerRuntime(
-        storage,
-        handlers,
-        worker_id=worker_id,
-        name=name,
-        concurrency=concurrency,
-        burst=burst,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        shutdown_timeout=shutdown_timeout,
-        heartbeat_interval=heartbeat_interval,
-        sweep_interval=sweep_interval,
-        use_processes=use_processes,
-        wakeup=wakeup,
-    )
+    runtime = WorkerRuntime(storage, handlers, **options)
     return runtime.run(handle_signals=handle_signals)
-
-
-def runnable_count(storage: Storage, task_types: list[str]) -> int:
-    """Pending tasks of ``task_types`` that are due by the database's clock and whose type
-    is enabled: what a claim would take if no limit stood in the way."""
-    query = (
-        select(func.count())
-        .select_from(t.join(cfg, cfg.c.task_type == t.c.task_type))
-        .where(
-            t.c.status == TaskStatus.PENDING.value,
-            t.c.task_type.in_(task_types),
-            or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= func.current_timestamp()),
-            cfg.c.enabled == True,  # noqa: E712
-        )
-    )
-    return int(storage.run(lambda uow: uow.connection.execute(query).scalar_one(), read_only=True))
 
 
 # --- running one handler (in a pool thread or process) ---------------------------------------

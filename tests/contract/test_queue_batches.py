@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -136,3 +137,17 @@ def test_complete_many_and_claim_needs_one_worker(storage: Storage) -> None:
     with pytest.raises(ValidationError) as mixed:
         storage.queue.complete_many_and_claim([(mine[0], None), (theirs[0], None)])
     assert mixed.value.field == "items"
+
+
+def test_count_runnable_tells_a_limit_from_an_empty_queue(storage: Storage) -> None:
+    """max_concurrent=1 with one running: the claim is empty, yet two tasks are runnable."""
+    setup_worker(storage, max_concurrent=1)
+    claimed(storage, 1)
+    storage.queue.enqueue("job")
+    storage.queue.enqueue("job", delay=timedelta(hours=1))  # not due: not counted
+    assert storage.queue.claim("w1") == []
+    assert storage.queue.count_runnable(["job"]) == 1
+    assert storage.queue.count_runnable(["other"]) == 0
+    assert storage.queue.count_runnable([]) == 0
+    with pytest.raises(ValidationError):
+        storage.queue.count_runnable("job")
