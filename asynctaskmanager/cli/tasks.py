@@ -16,7 +16,6 @@ from asynctaskmanager.cli._common import age, common, console, json_option, prin
 from asynctaskmanager.domain.enums import TaskStatus, WorkerStatus
 from asynctaskmanager.domain.models import Task, TaskLog, Worker
 from asynctaskmanager.domain.repositories import TaskFilter, TaskOrder
-from asynctaskmanager.operations import retry_task
 
 _TASK_STATUSES = click.Choice([status.value for status in TaskStatus])
 _WORKER_STATUSES = click.Choice([status.value for status in WorkerStatus])
@@ -127,7 +126,7 @@ def show_task(task_id: str, as_json: bool, url: str | None) -> None:
 def retry(task_id: str, reason: str | None, url: str | None) -> None:
     """Re-queue a failed or cancelled task, due now, with its attempts reset."""
     with storage_for(url) as storage:
-        task = retry_task(storage, task_id, reason)
+        task = storage.queue.requeue(task_id, reason)
     click.echo(f"task {task.task_id} is {task.status.value} again")
 
 

@@ -17,8 +17,8 @@ from sqlalchemy import ColumnElement, Executable, bindparam, case, select, updat
 from asynctaskmanager.domain.attempts import attempt_end_values, attempt_log, new_log, retry_at
 from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
 from asynctaskmanager.domain.lifecycle import ensure_transition
-from asynctaskmanager.domain.models import Task, TaskConfig
-from asynctaskmanager.errors import NotFoundError
+from asynctaskmanager.domain.models import Task, TaskConfig, TaskLog
+from asynctaskmanager.errors import IllegalTransitionError, NotFoundError, StorageError
 from asynctaskmanager.infrastructure.expressions import db_now
 from asynctaskmanager.infrastructure.repositories.task_configs import row_to_config
 from asynctaskmanager.infrastructure.repositories.tasks import row_to_task
@@ -27,6 +27,9 @@ from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 from asynctaskmanager.queue.settings import QueueSettings
+
+# The statuses an operator may re-queue from (the state machine itself has no way back).
+REQUEUEABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 _RELEASE_SLOT = (
     update(w)
@@ -250,3 +253,42 @@ def _same_attempt(task: Task) -> ColumnElement[bool]:
         & worker
         & (t.c.retry_count == task.retry_count)
     )
+
+
+def requeue_task(uow: UnitOfWork, task_id: str, reason: str | None) -> Task:
+    """An operator's re-queue of a failed or cancelled task: due now, attempts reset, and a
+    ``retry_scheduled`` log row with ``details.by = "operator"``."""
+    row = uow.connection.execute(
+        select(t.c.status).where(t.c.task_id == task_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFoundError("task", task_id)
+    status = TaskStatus(row.status)
+    if status not in REQUEUEABLE_STATUSES:
+        raise IllegalTransitionError(task_id, status.value, TaskStatus.PENDING.value)
+    changed = uow.connection.execute(
+        update(t)
+        .where(t.c.task_id == task_id, t.c.status == status.value)
+        .values(
+            status=TaskStatus.PENDING.value,
+            retry_count=0,
+            worker_id=None,
+            started_at=None,
+            completed_at=None,
+            scheduled_at=None,
+            result=None,
+        )
+    ).rowcount
+    if changed != 1:  # the row is locked above: only a broken guard gets here
+        raise StorageError(f"task {task_id!r} changed while being re-queued")
+    uow.task_logs.create(
+        TaskLog(
+            task_id,
+            LogType.RETRY_SCHEDULED,
+            status,
+            TaskStatus.PENDING,
+            message=reason or "re-queued by an operator",
+            details={"by": "operator"},
+        )
+    )
+    return uow.tasks.get(task_id)

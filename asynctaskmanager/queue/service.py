@@ -40,6 +40,7 @@ from asynctaskmanager.queue.attempts import (
     complete_attempt,
     complete_attempts,
     fail_attempt,
+    requeue_task,
     rescue_attempt,
 )
 from asynctaskmanager.queue.claim import CLAIM_MAX, OverLimit, claim_tasks, count_runnable
@@ -285,6 +286,16 @@ class TaskQueue:
         check.identifier("task_id", task_id)
         check.long_text("reason", reason)
         return self._run(partial(cancel_task, task_id=task_id, reason=reason))
+
+    def requeue(self, task_id: str, reason: str | None = None) -> Task:
+        """An operator's retry: put a failed or cancelled task back to pending, due now, with
+        ``retry_count`` reset, and log it (``retry_scheduled``, ``details.by="operator"``).
+
+        Any other status raises :class:`IllegalTransitionError`; returns the task as it is now.
+        """
+        check.identifier("task_id", task_id)
+        check.long_text("reason", reason)
+        return self._run(partial(requeue_task, task_id=task_id, reason=reason))
 
     # --- workers ---------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.infrastructure import migrations
-from asynctaskmanager.operations import retry_task
 from tests.cli.conftest import Run, assert_short_failure, fill_queue, url_text
 
 
@@ -206,20 +205,20 @@ def test_every_command_takes_url(run: Run) -> None:
         assert "--url" in run(*command, "--help").stdout, command
 
 
-# --- retry_task, on every backend ----------------------------------------------------------
+# --- queue.requeue, on every backend ----------------------------------------------------------
 
 
 def test_retry_task_requeues_only_ended_tasks(storage: Storage) -> None:
     fill_queue(storage)
-    again = retry_task(storage, "sms-1")
+    again = storage.queue.requeue("sms-1")
     assert again.status is TaskStatus.PENDING and again.worker_id is None
     assert again.completed_at is None and again.retry_count == 0
     with pytest.raises(IllegalTransitionError):
-        retry_task(storage, "sms-1")
+        storage.queue.requeue("sms-1")
     with pytest.raises(NotFoundError):
-        retry_task(storage, "missing")
+        storage.queue.requeue("missing")
     storage.queue.cancel("sms-1", "changed my mind")
-    assert retry_task(storage, "sms-1").status is TaskStatus.PENDING
+    assert storage.queue.requeue("sms-1").status is TaskStatus.PENDING
 
 
 def test_prune_reports_each_batch(storage: Storage) -> None:
