@@ -129,7 +129,11 @@ class Site:
     # --- MariaDB -------------------------------------------------------------------------
 
     def mysql_database(self, name: str, *, migrate: bool = True, fresh: bool = False) -> Locator:
-        """``name`` on the server, migrated once per run; its tables emptied on every call."""
+        """``name`` on the server, migrated once per run; its tables emptied on every call.
+
+        The name carries this run's process id, so that two runs on one server (an A/B
+        comparison beside another benchmark) never drop each other's databases."""
+        name = f"{name}_{os.getpid()}"
         if name not in self._mysql_databases or fresh:
             self._admin(lambda c: c.execute(text(f"DROP DATABASE IF EXISTS {name}")))
             self._admin(lambda c: c.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")))
