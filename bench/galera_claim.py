@@ -26,7 +26,16 @@ Strategies:
 - ``node-shard``: each task gets a shard (one per node, round robin at enqueue); the claim index
   is ``(status, shard, priority DESC, created_at, id)``; a worker claims its node's shard and
   steals from the other shards, in turn, when its own is dry.
-- ``worker-shard``: the same with one shard per worker.
+- ``node-shard-offset-steal``: the same, but a steal skips a random number of the other
+  shard's head first, where that shard's own workers claim.
+- ``node-shard-tail-steal``: the same, but a steal takes the other shard's tail (its lowest
+  priority, newest task: the index read backwards), so a stealer meets the shard's own workers
+  only when little is left. (The cost: a stolen task jumps ahead of older ones.)
+- ``node-shard-sync-wait``: node-shard with ``wsrep_sync_wait = 3`` (reads and updates wait
+  for the cluster) on every worker session: what a causal read costs.
+- ``worker-shard``: node-shard with one shard per worker.
+
+``--rounds N`` runs every strategy N times, interleaved, and ends with the medians.
 
 Printed per strategy: claims/s (tasks claimed and completed over the time from the release to
 the last worker's end), 1213s per claim, and double executions: tasks whose claim committed
@@ -40,6 +49,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -53,10 +63,29 @@ import MySQLdb  # type: ignore[import-untyped]
 GALERA_URL_ENV = "ASYNCTASK_TEST_GALERA_URL"
 DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205
-STRATEGIES = ("one-node", "shared", "random-offset", "node-shard", "worker-shard")
-SHARDED = ("node-shard", "worker-shard")
+STRATEGIES = (
+    "one-node",
+    "shared",
+    "random-offset",
+    "node-shard",
+    "node-shard-offset-steal",
+    "node-shard-tail-steal",
+    "node-shard-sync-wait",
+    "worker-shard",
+)
+NODE_SHARDED = (
+    "node-shard",
+    "node-shard-offset-steal",
+    "node-shard-tail-steal",
+    "node-shard-sync-wait",
+)
+SHARDED = (*NODE_SHARDED, "worker-shard")
+# Reads (1) and UPDATE/DELETE (2) wait until the node has applied every earlier commit.
+SYNC_WAIT_READS_AND_UPDATES = 3
 INSERT_BATCH = 500
 CLAIM_ORDER = "ORDER BY priority DESC, created_at, id"
+# The same index read backwards: the lowest-priority, newest tasks first.
+TAIL_ORDER = "ORDER BY priority, created_at DESC, id DESC"
 
 
 @dataclass(frozen=True)
@@ -200,12 +229,13 @@ class Claimer:
     def claim(self) -> list[int]:
         if self.strategy in SHARDED:
             # Own shard first, then the others in turn, so stealers spread over the shards.
-            for step in range(self.shards):
-                shard = (self.own_shard + step) % self.shards
-                ids = self._claim_retrying(f"AND shard = {shard}", 0)
+            ids = self._claim_retrying(f"AND shard = {self.own_shard}", 0)
+            if ids:
+                return ids
+            for step in range(1, self.shards):
+                ids = self._steal((self.own_shard + step) % self.shards)
                 if ids:
-                    if step:
-                        self.report.steals += 1
+                    self.report.steals += 1
                     return ids
             return []
         if self.strategy == "random-offset":
@@ -216,7 +246,23 @@ class Claimer:
                     return ids
         return self._claim_retrying("", 0)
 
-    def _claim_retrying(self, shard_filter: str, offset: int) -> list[int]:
+    def _steal(self, shard: int) -> list[int]:
+        """Another shard's tasks: from its head (where its own workers claim too), past a random
+        number of them, or from its tail, so that a stealer meets the owners only when the
+        shard is nearly empty."""
+        shard_filter = f"AND shard = {shard}"
+        if self.strategy == "node-shard-tail-steal":
+            return self._claim_retrying(shard_filter, 0, TAIL_ORDER)
+        if self.strategy == "node-shard-offset-steal":
+            offset = self.random.randrange(self.offset_spread)
+            ids = self._claim_retrying(shard_filter, offset) if offset else []
+            if ids:
+                return ids
+        return self._claim_retrying(shard_filter, 0)
+
+    def _claim_retrying(
+        self, shard_filter: str, offset: int, order: str = CLAIM_ORDER
+    ) -> list[int]:
         attempt = 0
         while True:
             attempt += 1
@@ -226,7 +272,7 @@ class Claimer:
                 self.cursor.execute("BEGIN")
                 self.cursor.execute(
                     f"SELECT id FROM claim_task WHERE status = 'pending' {shard_filter} "
-                    f"{CLAIM_ORDER} LIMIT {self.batch} OFFSET {offset} FOR UPDATE SKIP LOCKED"
+                    f"{order} LIMIT {self.batch} OFFSET {offset} FOR UPDATE SKIP LOCKED"
                 )
                 ids = [row[0] for row in self.cursor.fetchall()]
                 if not ids:
@@ -279,6 +325,8 @@ class Claimer:
 def worker_process(plan: WorkerPlan, ready: Any, go: Any, out: Any) -> None:
     report = WorkerReport(plan.worker)
     connection = plan.server.connect(plan.database)
+    if plan.strategy == "node-shard-sync-wait":
+        connection.cursor().execute(f"SET SESSION wsrep_sync_wait = {SYNC_WAIT_READS_AND_UPDATES}")
     claimer = Claimer(connection, plan, report)
     ready.release()
     go.wait()
@@ -324,7 +372,7 @@ def run_strategy(
     offset_spread: int,
 ) -> Outcome:
     database = f"atm_galera_bench_{uuid.uuid4().hex[:8]}"
-    shards = {"node-shard": len(servers), "worker-shard": workers}.get(strategy, 1)
+    shards = len(servers) if strategy in NODE_SHARDED else workers if strategy in SHARDED else 1
     nodes = servers[:1] if strategy == "one-node" else servers
     admin = nodes[0].connect()
     admin.cursor().execute(f"CREATE DATABASE `{database}`")
@@ -337,7 +385,7 @@ def run_strategy(
         processes = []
         for worker in range(workers):
             node = worker % len(nodes)
-            own_shard = node if strategy == "node-shard" else worker
+            own_shard = node if strategy in NODE_SHARDED else worker
             plan = WorkerPlan(
                 server=nodes[node],
                 database=database,
@@ -409,6 +457,24 @@ def print_table(outcomes: list[Outcome], workers: int, batch: int) -> None:
         )
 
 
+def print_medians(outcomes: list[Outcome], rounds: int) -> None:
+    print(f"\nMedians of {rounds} rounds (conflicts and steals: totals over all rounds)\n")
+    print("| strategy | servers | claims/s (median) | min-max | 1213 per claim | steals |")
+    print("|---|---|---:|---:|---:|---:|")
+    groups: dict[tuple[str, str], list[Outcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault((outcome.strategy, outcome.servers), []).append(outcome)
+    for (strategy, servers), group in groups.items():
+        rates = [o.rate for o in group]
+        conflicts = sum(o.conflicts_at_commit + o.conflicts_before_commit for o in group)
+        claimed = sum(o.tasks for o in group)
+        print(
+            f"| {strategy} | {servers} | {statistics.median(rates):.0f} "
+            f"| {min(rates):.0f}-{max(rates):.0f} | {conflicts / claimed:.3f} "
+            f"| {sum(o.steals for o in group)} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--urls", default=os.environ.get(GALERA_URL_ENV, ""))
@@ -418,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--offset-spread", type=int, default=32)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.urls:
         parser.error(f"give --urls or set {GALERA_URL_ENV} (scripts/galera-cluster urls)")
@@ -426,34 +493,26 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
-    outcomes = []
+    runs: list[tuple[str, list[Server], str]] = []
     if args.plain_url:
         plain = Server.parse(args.plain_url)
-        outcomes.append(
-            run_strategy(
-                "shared",
-                [plain],
-                f"plain :{plain.port}",
-                args.tasks,
-                args.workers,
-                args.batch,
-                args.offset_spread,
-            )
-        )
-        print_table(outcomes[-1:], args.workers, args.batch)
+        runs.append(("shared", [plain], f"plain :{plain.port}"))
     for strategy in strategies:
-        label = (
-            f":{servers[0].port}"
-            if strategy == "one-node"
-            else "+".join(f":{s.port}" for s in servers)
-        )
-        outcomes.append(
-            run_strategy(
-                strategy, servers, label, args.tasks, args.workers, args.batch, args.offset_spread
+        on_one = strategy == "one-node"
+        label = f":{servers[0].port}" if on_one else "+".join(f":{s.port}" for s in servers)
+        runs.append((strategy, servers, label))
+    outcomes = []
+    for _ in range(args.rounds):
+        for strategy, nodes, label in runs:
+            outcomes.append(
+                run_strategy(
+                    strategy, nodes, label, args.tasks, args.workers, args.batch, args.offset_spread
+                )
             )
-        )
-        print_table(outcomes[-1:], args.workers, args.batch)
+            print_table(outcomes[-1:], args.workers, args.batch)
     print_table(outcomes, args.workers, args.batch)
+    if args.rounds > 1:
+        print_medians(outcomes, args.rounds)
     failed = [
         o.strategy
         for o in outcomes
