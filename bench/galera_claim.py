@@ -33,6 +33,13 @@ Strategies:
   only when little is left. (The cost: a stolen task jumps ahead of older ones.)
 - ``node-shard-sync-wait``: node-shard with ``wsrep_sync_wait = 3`` (reads and updates wait
   for the cluster) on every worker session: what a causal read costs.
+- ``node-shard-limit-row``: node-shard-offset-steal where every claim and completion also
+  moves a running count in one shared row, as an exact cluster-wide ``max_concurrent`` must
+  (a check that only reads sees nothing of the claims committing on other nodes): what that
+  hot row costs.
+- ``node-shard-limit-per-node``: the same with one count row per node, each node holding a
+  share of the limit (a claim, stolen or not, counts on its own node's row): still exact
+  cluster-wide, since the shares add up to the limit, and no row written from two nodes.
 - ``worker-shard``: node-shard with one shard per worker.
 
 ``--rounds N`` runs every strategy N times, interleaved, and ends with the medians.
@@ -71,6 +78,8 @@ STRATEGIES = (
     "node-shard-offset-steal",
     "node-shard-tail-steal",
     "node-shard-sync-wait",
+    "node-shard-limit-row",
+    "node-shard-limit-per-node",
     "worker-shard",
 )
 NODE_SHARDED = (
@@ -78,8 +87,11 @@ NODE_SHARDED = (
     "node-shard-offset-steal",
     "node-shard-tail-steal",
     "node-shard-sync-wait",
+    "node-shard-limit-row",
+    "node-shard-limit-per-node",
 )
 SHARDED = (*NODE_SHARDED, "worker-shard")
+OFFSET_STEAL = ("node-shard-offset-steal", "node-shard-limit-row", "node-shard-limit-per-node")
 # Reads (1) and UPDATE/DELETE (2) wait until the node has applied every earlier commit.
 SYNC_WAIT_READS_AND_UPDATES = 3
 INSERT_BATCH = 500
@@ -132,6 +144,15 @@ class WorkerReport:
     steals: int = 0
 
 
+def limit_row(strategy: str, own_shard: int) -> str | None:
+    """The count row a claim of this strategy moves, if any."""
+    if strategy == "node-shard-limit-row":
+        return "bench"
+    if strategy == "node-shard-limit-per-node":
+        return f"bench-{own_shard}"
+    return None
+
+
 def create_table(admin: Any, database: str, shards: int) -> None:
     cursor = admin.cursor()
     cursor.execute(f"DROP TABLE IF EXISTS `{database}`.claim_task")
@@ -154,6 +175,17 @@ def create_table(admin: Any, database: str, shards: int) -> None:
             ) ENGINE=InnoDB"""
     )
     # The library raises and lowers the worker's current_load in the claim and the completion.
+    cursor.execute(f"DROP TABLE IF EXISTS `{database}`.claim_limit")
+    cursor.execute(
+        f"""CREATE TABLE `{database}`.claim_limit (
+              task_type VARCHAR(32) NOT NULL PRIMARY KEY,
+              running INT NOT NULL DEFAULT 0
+            ) ENGINE=InnoDB"""
+    )
+    cursor.executemany(
+        f"INSERT INTO `{database}`.claim_limit (task_type) VALUES (%s)",
+        [("bench",), *((f"bench-{shard}",) for shard in range(shards))],
+    )
     cursor.execute(
         f"""CREATE TABLE `{database}`.claim_worker (
               worker VARCHAR(32) NOT NULL PRIMARY KEY,
@@ -225,6 +257,7 @@ class Claimer:
         self.offset_spread = plan.offset_spread
         self.report = report
         self.random = random.Random(plan.worker)
+        self.limit_row = limit_row(plan.strategy, plan.own_shard)
 
     def claim(self) -> list[int]:
         if self.strategy in SHARDED:
@@ -253,7 +286,7 @@ class Claimer:
         shard_filter = f"AND shard = {shard}"
         if self.strategy == "node-shard-tail-steal":
             return self._claim_retrying(shard_filter, 0, TAIL_ORDER)
-        if self.strategy == "node-shard-offset-steal":
+        if self.strategy in OFFSET_STEAL:
             offset = self.random.randrange(self.offset_spread)
             ids = self._claim_retrying(shard_filter, offset) if offset else []
             if ids:
@@ -287,6 +320,11 @@ class Claimer:
                     "UPDATE claim_worker SET current_load = current_load + %s WHERE worker = %s",
                     (len(ids), self.worker_name),
                 )
+                if self.limit_row:
+                    self.cursor.execute(
+                        "UPDATE claim_limit SET running = running + %s WHERE task_type = %s",
+                        (len(ids), self.limit_row),
+                    )
                 stage = "commit"
                 self.cursor.execute("COMMIT")
                 return ids
@@ -313,6 +351,11 @@ class Claimer:
                     "UPDATE claim_worker SET current_load = current_load - 1 WHERE worker = %s",
                     (self.worker_name,),
                 )
+                if self.limit_row:
+                    self.cursor.execute(
+                        "UPDATE claim_limit SET running = running - 1 WHERE task_type = %s",
+                        (self.limit_row,),
+                    )
                 self.cursor.execute("COMMIT")
                 return
             except MySQLdb.OperationalError as error:
@@ -417,7 +460,10 @@ def run_strategy(
         (not_done,) = cursor.fetchone()
         cursor.execute("SELECT COUNT(*) FROM claim_task WHERE completions <> 1")
         (wrong_completions,) = cursor.fetchone()
-        cursor.execute("SELECT COUNT(*) FROM claim_worker WHERE current_load <> 0")
+        cursor.execute(
+            "SELECT (SELECT COUNT(*) FROM claim_worker WHERE current_load <> 0)"
+            " + (SELECT COUNT(*) FROM claim_limit WHERE running <> 0)"
+        )
         (loads,) = cursor.fetchone()
         return Outcome(
             strategy=strategy,
@@ -443,24 +489,29 @@ def print_table(outcomes: list[Outcome], workers: int, batch: int) -> None:
     print(f"\n{workers} worker processes, claim limit {batch}, claim + complete per task\n")
     print(
         "| strategy | servers | tasks | s | claims/s | 1213 at COMMIT | 1213 earlier "
-        "| 1213 per claim | steals | double executions | not done | loads not 0 |"
+        "| 1213 per claim | 1213 in completions | steals | double executions | not done "
+        "| loads not 0 |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for o in outcomes:
         conflicts = o.conflicts_at_commit + o.conflicts_before_commit
         per_claim = conflicts / o.tasks if o.tasks else 0.0
         print(
             f"| {o.strategy} | {o.servers} | {o.tasks} | {o.seconds:.1f} | {o.rate:.0f} "
             f"| {o.conflicts_at_commit} | {o.conflicts_before_commit} | {per_claim:.3f} "
-            f"| {o.steals} | {o.double_claims + max(o.completed_more_than_once, 0)} "
+            f"| {o.complete_conflicts} | {o.steals} "
+            f"| {o.double_claims + max(o.completed_more_than_once, 0)} "
             f"| {o.not_done} | {o.loads_not_zero} |"
         )
 
 
 def print_medians(outcomes: list[Outcome], rounds: int) -> None:
     print(f"\nMedians of {rounds} rounds (conflicts and steals: totals over all rounds)\n")
-    print("| strategy | servers | claims/s (median) | min-max | 1213 per claim | steals |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| strategy | servers | claims/s (median) | min-max | 1213 per claim "
+        "| 1213 per completion | steals |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     groups: dict[tuple[str, str], list[Outcome]] = {}
     for outcome in outcomes:
         groups.setdefault((outcome.strategy, outcome.servers), []).append(outcome)
@@ -471,6 +522,7 @@ def print_medians(outcomes: list[Outcome], rounds: int) -> None:
         print(
             f"| {strategy} | {servers} | {statistics.median(rates):.0f} "
             f"| {min(rates):.0f}-{max(rates):.0f} | {conflicts / claimed:.3f} "
+            f"| {sum(o.complete_conflicts for o in group) / claimed:.3f} "
             f"| {sum(o.steals for o in group)} |"
         )
 
