@@ -40,6 +40,10 @@ Strategies:
 - ``node-shard-limit-per-node``: the same with one count row per node, each node holding a
   share of the limit (a claim, stolen or not, counts on its own node's row): still exact
   cluster-wide, since the shares add up to the limit, and no row written from two nodes.
+- ``node-shard-limit-touch``: the library's check (count the type's running tasks before the
+  commit) made exact on a cluster by also bumping a sequence in the shared row in every claim:
+  a claim that counted before another node's claim committed fails certification. Completions
+  leave the row alone (a stale count can only be too high, which is safe).
 - ``worker-shard``: node-shard with one shard per worker.
 
 ``--rounds N`` runs every strategy N times, interleaved, and ends with the medians.
@@ -80,6 +84,7 @@ STRATEGIES = (
     "node-shard-sync-wait",
     "node-shard-limit-row",
     "node-shard-limit-per-node",
+    "node-shard-limit-touch",
     "worker-shard",
 )
 NODE_SHARDED = (
@@ -89,9 +94,15 @@ NODE_SHARDED = (
     "node-shard-sync-wait",
     "node-shard-limit-row",
     "node-shard-limit-per-node",
+    "node-shard-limit-touch",
 )
 SHARDED = (*NODE_SHARDED, "worker-shard")
-OFFSET_STEAL = ("node-shard-offset-steal", "node-shard-limit-row", "node-shard-limit-per-node")
+OFFSET_STEAL = (
+    "node-shard-offset-steal",
+    "node-shard-limit-row",
+    "node-shard-limit-per-node",
+    "node-shard-limit-touch",
+)
 # Reads (1) and UPDATE/DELETE (2) wait until the node has applied every earlier commit.
 SYNC_WAIT_READS_AND_UPDATES = 3
 INSERT_BATCH = 500
@@ -179,7 +190,8 @@ def create_table(admin: Any, database: str, shards: int) -> None:
     cursor.execute(
         f"""CREATE TABLE `{database}`.claim_limit (
               task_type VARCHAR(32) NOT NULL PRIMARY KEY,
-              running INT NOT NULL DEFAULT 0
+              running INT NOT NULL DEFAULT 0,
+              claims BIGINT NOT NULL DEFAULT 0
             ) ENGINE=InnoDB"""
     )
     cursor.executemany(
@@ -325,6 +337,13 @@ class Claimer:
                         "UPDATE claim_limit SET running = running + %s WHERE task_type = %s",
                         (len(ids), self.limit_row),
                     )
+                if self.strategy == "node-shard-limit-touch":
+                    # A write is what certification compares; an unchanged row is not written.
+                    self.cursor.execute(
+                        "UPDATE claim_limit SET claims = claims + 1 WHERE task_type = 'bench'"
+                    )
+                    self.cursor.execute("SELECT COUNT(*) FROM claim_task WHERE status = 'running'")
+                    self.cursor.fetchall()
                 stage = "commit"
                 self.cursor.execute("COMMIT")
                 return ids
