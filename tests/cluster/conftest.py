@@ -1,0 +1,132 @@
+"""Tests against a MariaDB Galera cluster (issue 12).
+
+The cluster comes from ``ASYNCTASK_TEST_GALERA_URL``: the comma-separated URLs of its nodes, as
+``scripts/galera-cluster start`` prints them on its last line and ``.ci/galera-steps.sh``
+exports. Without it every test here skips with the reason. With it, a cluster that is not whole
+(a node down, not Synced, or not a Galera node at all) fails the session instead of skipping:
+CI asked for the cluster, so its absence is an error.
+
+``galera_node_urls`` is one freshly created database on the cluster, migrated once, as one URL
+per node (the database replicates, so every node sees the same tables). Mark the tests
+``@pytest.mark.galera``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import URL, Connection, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+from asynctaskmanager import open_storage
+
+GALERA_URL_ENV = "ASYNCTASK_TEST_GALERA_URL"
+# How long a DDL statement may take to show on every node: it replicates synchronously, so this
+# only bounds a cluster that is failing.
+REPLICATION_TIMEOUT_S = 30.0
+SCHEMA_EXISTS = text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n")
+SCHEMA_EXISTS = text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "galera: needs a MariaDB Galera cluster")
+
+
+def _wsrep_status(connection: Connection, name: str) -> str:
+    row = connection.execute(text("SHOW GLOBAL STATUS LIKE :name"), {"name": name}).one_or_none()
+    return "" if row is None else str(row[1])
+
+
+def _check_node(url: URL, expected_size: int) -> None:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            if not connection.execute(text("SELECT @@wsrep_on")).scalar():
+                pytest.fail(f"{url.render_as_string()} is not a Galera node (@@wsrep_on is off)")
+            state = _wsrep_status(connection, "wsrep_local_state_comment")
+            size = _wsrep_status(connection, "wsrep_cluster_size")
+    finally:
+        engine.dispose()
+    if state != "Synced" or size != str(expected_size):
+        pytest.fail(
+            f"{url.render_as_string()}: wsrep_local_state_comment={state!r}, "
+            f"wsrep_cluster_size={size!r}; expected Synced and {expected_size}"
+        )
+
+
+def _database_on_every_node(server_urls: list[URL], name: str, present: bool) -> None:
+    deadline = time.monotonic() + REPLICATION_TIMEOUT_S
+    for url in server_urls:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                while True:
+                    found = connection.execute(
+                        SCHEMA_EXISTS,
+                        {"n": name},
+                    ).scalar_one()
+                    if bool(found) == present:
+                        break
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"database {name} not replicated to {url.render_as_string()}")
+                    time.sleep(0.1)
+        finally:
+            engine.dispose()
+
+
+def _revision_on_every_node(node_urls: list[URL], head: str | None) -> None:
+    """Waits until each node has applied the migration: a node answers reads from what it has
+    applied so far, and measured, a node read right after the upgrade still showed the
+    revision before the last."""
+    for url in node_urls:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SET SESSION wsrep_sync_wait = 1"))
+                revision = connection.execute(
+                    text("SELECT version_num FROM alembic_version")
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        if revision != head:
+            pytest.fail(f"{url.render_as_string()} is at revision {revision}, not {head}")
+
+
+@pytest.fixture(scope="session")
+def galera_server_urls() -> list[URL]:
+    """The cluster's nodes, each checked to be Synced in a cluster of all of them."""
+    configured = os.environ.get(GALERA_URL_ENV, "").strip()
+    if not configured:
+        pytest.skip(
+            f"no Galera cluster: set {GALERA_URL_ENV} (scripts/galera-cluster start prints it)"
+        )
+    urls = [make_url(part.strip()) for part in configured.split(",") if part.strip()]
+    for url in urls:
+        _check_node(url, expected_size=len(urls))
+    return urls
+
+
+@pytest.fixture(scope="session")
+def galera_node_urls(galera_server_urls: list[URL]) -> Iterator[list[URL]]:
+    """A scratch database created through the first node, migrated to head, and seen by every
+    node before any test runs; one URL per node, dropped at the end."""
+    name = f"atm_galera_{uuid.uuid4().hex[:12]}"
+    first = galera_server_urls[0]
+    admin = create_engine(first, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    try:
+        _database_on_every_node(galera_server_urls, name, present=True)
+        node_urls = [url.set(database=name) for url in galera_server_urls]
+        with open_storage(node_urls[0], upgrade=True) as storage:
+            head = storage.schema_revision()
+        _revision_on_every_node(node_urls, head)
+        yield node_urls
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
