@@ -8,12 +8,28 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import URL, text
 
-from asynctaskmanager import LogType, Storage, TaskLog, TaskStatus
-from asynctaskmanager.partitions import id_at
-from asynctaskmanager.partitions.manager import LEASE_NAME
+from asynctaskmanager import (
+    ExecutorType,
+    LogType,
+    Storage,
+    TaskConfig,
+    TaskLog,
+    TaskStatus,
+    open_storage,
+)
+from asynctaskmanager.partitions import enable, id_at, rotate
+from asynctaskmanager.partitions.catalogue import is_partitioned
+from asynctaskmanager.partitions.lease import Lease
+from asynctaskmanager.partitions.manager import LEASE_NAME, LEASE_SECONDS
 from asynctaskmanager.partitions.months import add_months, partition_name, ulid_prefix
 from tests.conftest import mysql_only
-from tests.partitions.test_mysql_partitions import CURRENT, names, old_task, open_partitioned
+from tests.partitions.test_mysql_partitions import (
+    CURRENT,
+    JOB,
+    names,
+    old_task,
+    open_partitioned,
+)
 
 pytestmark = mysql_only
 
@@ -124,3 +140,51 @@ def test_prune_falls_back_to_deleting_a_month_whose_drop_waits_too_long(
         assert month(2) in names(storage)
     finally:
         storage.close()
+
+
+def test_prune_only_deletes_while_a_rotation_holds_the_lease(history: Storage) -> None:
+    rotation = Lease(history.engine, LEASE_NAME, LEASE_SECONDS)
+    assert rotation.acquire()
+    try:
+        report = history.queue.prune(age_reaching(add_months(CURRENT, -4)))
+    finally:
+        rotation.release()
+    assert report.partitions == ()
+    assert report.tasks == 2  # months -6 and -5, by the batched DELETE
+    assert month(6) in names(history)
+
+
+def test_prune_drops_months_at_once_after_enable_in_the_same_process(
+    fresh_mysql_database: URL,
+) -> None:
+    storage = open_storage(fresh_mysql_database, upgrade=True)
+    try:
+        storage.task_configs.create(TaskConfig(JOB, "Job", ExecutorType.FUNCTION))
+        storage.tasks.create(old_task(3))
+        age = age_reaching(add_months(CURRENT, -4))
+        assert storage.queue.prune(age).tasks == 0  # unpartitioned: remembered as such
+        assert not is_partitioned(storage.engine)
+        enable(storage, ahead=1)
+        storage.tasks.create(old_task(2))
+        report = storage.queue.prune(age_reaching(add_months(CURRENT, -1)))
+        assert report.partitions[0] == f"task.{month(3)}"
+        assert report.tasks == 2
+    finally:
+        storage.close()
+
+
+def test_partition_ddl_leaves_the_pool_with_the_servers_lock_wait(history: Storage) -> None:
+    rotate(history, ahead=3, retain_months=2, lock_wait_seconds=1)
+    history.queue.prune(age_reaching(add_months(CURRENT, -2)))
+    pooled = [history.engine.connect() for _ in range(history.engine.pool.checkedin())]
+    try:
+        waits = {
+            connection.execute(
+                text("SELECT @@SESSION.lock_wait_timeout = @@GLOBAL.lock_wait_timeout")
+            ).scalar_one()
+            for connection in pooled
+        }
+    finally:
+        for connection in pooled:
+            connection.close()
+    assert pooled and waits == {1}
