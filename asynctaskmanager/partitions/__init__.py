@@ -2,6 +2,7 @@
 
 ``enable(storage)`` partitions the tables, ``partition_status(storage)`` describes them and
 ``rotate(storage, ahead=..., retain_months=...)`` keeps empty months ahead and drops old ones.
+``storage.queue.prune`` drops whole months where it can (``pruning.drop_prunable_months``).
 SQLite and the memory backend do not partition: these raise ConfigurationError there.
 """
 
