@@ -16,6 +16,7 @@ def test_the_partitioned_backend_stores_tasks_in_month_partitions(
     storage = mysql_partitioned_storage
     storage.task_configs.create(TaskConfig("job", "Job", ExecutorType.FUNCTION))
     task = storage.queue.enqueue("job")
+    assert task.created_at is not None
     current = partition_name(month_start(task.created_at))
     status = partition_status(storage)
     for table in ("task", "task_log"):

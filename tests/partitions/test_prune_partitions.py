@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import URL, text
+from sqlalchemy.pool import QueuePool
 
 from asynctaskmanager import (
     ExecutorType,
@@ -176,7 +177,9 @@ def test_prune_drops_months_at_once_after_enable_in_the_same_process(
 def test_partition_ddl_leaves_the_pool_with_the_servers_lock_wait(history: Storage) -> None:
     rotate(history, ahead=3, retain_months=2, lock_wait_seconds=1)
     history.queue.prune(age_reaching(add_months(CURRENT, -2)))
-    pooled = [history.engine.connect() for _ in range(history.engine.pool.checkedin())]
+    pool = history.engine.pool
+    assert isinstance(pool, QueuePool)
+    pooled = [history.engine.connect() for _ in range(pool.checkedin())]
     try:
         waits = {
             connection.execute(
