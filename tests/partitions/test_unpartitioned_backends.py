@@ -13,8 +13,8 @@ from asynctaskmanager.partitions.catalogue import is_partitioned
 CALLS: list[Callable[[Storage], object]] = [enable, disable, partition_status, rotate]
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 @pytest.mark.parametrize("call", CALLS, ids=lambda call: call.__name__)
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])  # first in the id, as CI counts
 def test_the_embedded_backends_refuse_to_partition(
     backend: str, call: Callable[[Storage], object], request: pytest.FixtureRequest
 ) -> None:
