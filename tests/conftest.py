@@ -1,6 +1,7 @@
 """Backends for the test suite.
 
-``storage`` runs a test on memory, an SQLite file and MySQL. The MySQL server is, in order:
+``storage`` runs a test on memory, an SQLite file, MySQL, and MySQL with the task tables
+partitioned by month (asynctaskmanager.partitions). The MySQL server is, in order:
 ``ASYNCTASK_TEST_MYSQL_URL``; a testcontainers MySQL 8 container when a Docker engine
 answers a quick probe; else the mysql cases skip with the reason. Each test session works in
 its own freshly created database on that server, migrated once; each test starts from
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import URL, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
-from asynctaskmanager import Storage, open_storage
+from asynctaskmanager import Storage, open_storage, partitions
 from asynctaskmanager.infrastructure.engine import resolve_url
 
 MYSQL_URL_ENV = "ASYNCTASK_TEST_MYSQL_URL"
@@ -93,14 +94,39 @@ def empty_tables(storage: Storage) -> None:
             connection.execute(text(f"DELETE FROM {table}"))
 
 
-@pytest.fixture
-def mysql_storage(mysql_database_url: URL) -> Iterator[Storage]:
-    storage = open_storage(mysql_database_url)
+@contextmanager
+def emptied_storage(url: URL) -> Iterator[Storage]:
+    """A storage on a migrated database, its tables emptied first."""
+    storage = open_storage(url)
     empty_tables(storage)
     try:
         yield storage
     finally:
         storage.close()
+
+
+@pytest.fixture
+def mysql_storage(mysql_database_url: URL) -> Iterator[Storage]:
+    with emptied_storage(mysql_database_url) as storage:
+        yield storage
+
+
+@pytest.fixture(scope="session")
+def mysql_partitioned_database_url(mysql_server_url: URL) -> Iterator[URL]:
+    """Like ``mysql_database_url``, then ``task`` and ``task_log`` partitioned by month."""
+    with scratch_database(mysql_server_url) as url:
+        storage = open_storage(url, upgrade=True)
+        try:
+            partitions.enable(storage)
+        finally:
+            storage.close()
+        yield url
+
+
+@pytest.fixture
+def mysql_partitioned_storage(mysql_partitioned_database_url: URL) -> Iterator[Storage]:
+    with emptied_storage(mysql_partitioned_database_url) as storage:
+        yield storage
 
 
 @pytest.fixture
@@ -130,11 +156,15 @@ BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("mysql", id="mysql", marks=mysql_only),
+    pytest.param("mysql_partitioned", id="mysql_partitioned", marks=mysql_only),
 ]
 SERVER_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("mysql", id="mysql", marks=mysql_only),
+    pytest.param("mysql_partitioned", id="mysql_partitioned", marks=mysql_only),
 ]
+# An empty, unmigrated database cannot be partitioned yet: database_url skips that backend.
+UNMIGRATED_BACKENDS = [p for p in SERVER_BACKENDS if p.id != "mysql_partitioned"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -149,7 +179,7 @@ def persistent_storage(request: pytest.FixtureRequest) -> Storage:
     return request.getfixturevalue(f"{request.param}_storage")  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=SERVER_BACKENDS)
+@pytest.fixture(params=UNMIGRATED_BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> URL:
     """An empty, unmigrated database of each persistent kind."""
     if request.param == "sqlite":

@@ -77,6 +77,7 @@ def prune(
                 "logs": report.logs,
                 "workers": report.workers,
                 "cutoff": report.cutoff,
+                "partitions": list(report.partitions),
             }
         )
         return
@@ -84,6 +85,8 @@ def prune(
         f"pruned {report.tasks} tasks, {report.logs} log rows and {report.workers} workers "
         f"that ended before {report.cutoff.isoformat()}"
     )
+    if report.partitions:
+        console().print(f"dropped whole month partitions: {', '.join(report.partitions)}")
 
 
 def _statuses(text: str) -> list[TaskStatus]:

@@ -2,12 +2,13 @@
 
 ``enable(storage)`` partitions the tables, ``partition_status(storage)`` describes them and
 ``rotate(storage, ahead=..., retain_months=...)`` keeps empty months ahead and drops old ones.
+``storage.queue.prune`` drops whole months where it can (``pruning.drop_prunable_months``).
 SQLite and the memory backend do not partition: these raise ConfigurationError there.
 """
 
+from asynctaskmanager.partitions.lease import DEFAULT_LOCK_WAIT_SECONDS
 from asynctaskmanager.partitions.manager import (
     DEFAULT_AHEAD,
-    DEFAULT_LOCK_WAIT_SECONDS,
     HeldMonth,
     PartitionInfo,
     RotationReport,

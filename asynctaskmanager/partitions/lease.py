@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+# Whoever changes the partitions (rotate, enable, prune's whole-month drops) holds this
+# lease, and runs its DDL with this lock wait at most.
+LEASE_NAME = "asynctaskmanager.partitions.rotate"
+LEASE_SECONDS = 600
+DEFAULT_LOCK_WAIT_SECONDS = 2
+
 
 @dataclass(frozen=True, slots=True)
 class _Row:

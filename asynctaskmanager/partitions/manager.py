@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
@@ -27,7 +27,13 @@ from asynctaskmanager.errors import (
     TransientStorageError,
     ValidationError,
 )
-from asynctaskmanager.partitions.lease import Lease
+from asynctaskmanager.partitions.catalogue import forget_layout
+from asynctaskmanager.partitions.lease import (
+    DEFAULT_LOCK_WAIT_SECONDS,
+    LEASE_NAME,
+    LEASE_SECONDS,
+    Lease,
+)
 from asynctaskmanager.partitions.months import (
     ERA_END,
     ERA_START,
@@ -38,14 +44,13 @@ from asynctaskmanager.partitions.months import (
     ulid_instant,
 )
 from asynctaskmanager.partitions.mysql import FUTURE, LOW, NAMED, MySQLPartitioning, RawPartition
-from asynctaskmanager.storage import Storage
+
+if TYPE_CHECKING:  # the storage's queue imports this package (queue.prune drops months)
+    from asynctaskmanager.storage import Storage
 
 # (table, partition key): task_log's log_id is a ULID made when the log is written.
 TABLES: tuple[tuple[str, str], ...] = (("task", "task_id"), ("task_log", "log_id"))
-DEFAULT_LOCK_WAIT_SECONDS = 2
 DEFAULT_AHEAD = 3
-LEASE_NAME = "asynctaskmanager.partitions.rotate"
-LEASE_SECONDS = 600
 SAMPLE = 5
 
 Kind = Literal["month", "low", "future", "named"]
@@ -236,7 +241,7 @@ def enable(
     current = month_start(_now(now))
     statements = []
     try:
-        with storage.engine.connect() as connection:
+        with strategy.ddl_connection(storage.engine, lock_wait_seconds) as connection:
             # One set of months for both tables, so that their months drop together.
             oldest = [_oldest_id_month(connection, table, key) for table, key in TABLES]
             first = min([current, *(month for month in oldest if month is not None)])
@@ -249,9 +254,9 @@ def enable(
                     raise ConfigurationError(f"{table} is partitioned some other way; not touched")
                 statements.append(strategy.enable(table, key, months))
             if not dry_run:
-                strategy.set_lock_wait(connection, lock_wait_seconds)
                 for sql in statements:
                     connection.execute(text(sql))
+                forget_layout(storage.engine)
     except DBAPIError as error:
         if strategy.is_lock_wait_timeout(error):
             raise TransientStorageError(
@@ -267,13 +272,13 @@ def disable(storage: Storage, *, lock_wait_seconds: int = DEFAULT_LOCK_WAIT_SECO
     strategy = _strategy(storage)
     statements = []
     try:
-        with storage.engine.connect() as connection:
-            strategy.set_lock_wait(connection, lock_wait_seconds)
+        with strategy.ddl_connection(storage.engine, lock_wait_seconds) as connection:
             for table, _key in TABLES:
                 if strategy.is_partitioned(connection, table):
                     sql = strategy.disable(table)
                     connection.execute(text(sql))
                     statements.append(sql)
+            forget_layout(storage.engine)
     except DBAPIError as error:
         raise _storage_error(error, "removing partitions") from error
     return statements
@@ -425,8 +430,7 @@ def _execute(
     lock_wait_seconds: int,
     report: RotationReport,
 ) -> None:
-    with storage.engine.connect() as connection:
-        strategy.set_lock_wait(connection, lock_wait_seconds)
+    with strategy.ddl_connection(storage.engine, lock_wait_seconds) as connection:
         for plan in plans:
             recheck = plan.dropped and plan.table == "task"
             if recheck and not _still_droppable(strategy, connection, plan):

@@ -15,11 +15,12 @@ statement here is plain text: partition DDL has no SQLAlchemy construct.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from asynctaskmanager.partitions.months import (
@@ -68,9 +69,22 @@ class MySQLPartitioning:
 
     name = "mysql"
 
-    def set_lock_wait(self, connection: Connection, seconds: int) -> None:
-        # Integer seconds only (MariaDB refuses a fraction with error 1232).
-        connection.execute(text(f"SET SESSION lock_wait_timeout = {int(seconds)}"))
+    @contextmanager
+    def ddl_connection(self, engine: Engine, lock_wait_seconds: int) -> Iterator[Connection]:
+        """A connection whose DDL waits at most ``lock_wait_seconds`` for a metadata lock.
+
+        The server's default comes back before the connection returns to the pool, where
+        the library's other statements would otherwise inherit the short wait."""
+        with engine.connect() as connection:
+            # Integer seconds only (MariaDB refuses a fraction with error 1232).
+            connection.execute(text(f"SET SESSION lock_wait_timeout = {int(lock_wait_seconds)}"))
+            try:
+                yield connection
+            finally:
+                try:
+                    connection.execute(text("SET SESSION lock_wait_timeout = DEFAULT"))
+                except DBAPIError:
+                    connection.invalidate()  # never pool a connection that kept the short wait
 
     def is_lock_wait_timeout(self, error: DBAPIError) -> bool:
         args: tuple[object, ...] = tuple(getattr(error.orig, "args", ()))
@@ -157,3 +171,62 @@ class MySQLPartitioning:
             text(f"SELECT task_id {where} ORDER BY task_id LIMIT {int(limit)}"), params
         ).scalars()
         return int(count), list(ids)
+
+    def prune_check(
+        self, connection: Connection, partition: str, cutoff: datetime, statuses: Sequence[str]
+    ) -> tuple[int, int]:
+        """The partition's task count, and how many of its tasks queue.prune would keep: not
+        in ``statuses`` (unfinished ones included), or created or ended at or after ``cutoff``.
+
+        One read of the partition, a small fraction of what deleting its rows costs."""
+        marks = ", ".join(f":status_{index}" for index in range(len(statuses)))
+        params: dict[str, object] = {f"status_{i}": status for i, status in enumerate(statuses)}
+        params["cutoff"] = int(cutoff.timestamp())
+        kept = (
+            f"status NOT IN ({marks}) OR created_at >= FROM_UNIXTIME(:cutoff)"
+            " OR completed_at >= FROM_UNIXTIME(:cutoff)"
+        )
+        row = connection.execute(
+            text(
+                f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {kept} THEN 1 ELSE 0 END), 0)"
+                f" FROM task PARTITION ({partition})"
+            ),
+            params,
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def count_rows(self, connection: Connection, table: str, partition: str) -> int:
+        sql = f"SELECT COUNT(*) FROM {table} PARTITION ({partition})"
+        return int(connection.execute(text(sql)).scalar_one())
+
+    def foreign_live_logs(self, connection: Connection, partition: str, low: str, high: str) -> int:
+        """Log rows of the ``task_log`` partition that belong to a task still stored outside
+        the task ids ``[low, high)``: a partition holding any of them must stay."""
+        return int(
+            connection.execute(
+                text(
+                    f"SELECT COUNT(*) FROM task_log PARTITION ({partition}) AS log"
+                    " WHERE (log.task_id < :low OR log.task_id >= :high)"
+                    " AND EXISTS (SELECT 1 FROM task WHERE task.task_id = log.task_id)"
+                ),
+                {"low": low, "high": high},
+            ).scalar_one()
+        )
+
+    def delete_orphan_logs(
+        self, connection: Connection, low: str, high: str, batch_size: int
+    ) -> int:
+        """Delete, in committed batches, the log rows of task ids ``[low, high)`` whose task
+        is gone (a dropped month's logs written in later months); returns how many."""
+        delete = text(
+            "DELETE FROM task_log WHERE task_id >= :low AND task_id < :high"
+            " AND NOT EXISTS (SELECT 1 FROM task WHERE task.task_id = task_log.task_id)"
+            f" LIMIT {int(batch_size)}"
+        )
+        deleted = 0
+        while True:
+            count = connection.execute(delete, {"low": low, "high": high}).rowcount
+            connection.commit()
+            deleted += count
+            if count < batch_size:
+                return deleted

@@ -27,6 +27,7 @@ from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
 from asynctaskmanager.infrastructure.transactions import TransactionRunner
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.partitions.pruning import drop_prunable_months
 
 PRUNE_BATCH_MAX = 10_000
 
@@ -62,12 +63,15 @@ _DELETE_WORKERS = delete(w).where(
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What a prune deleted, and the cutoff it used (the database's clock less the age)."""
+    """What a prune deleted, and the cutoff it used (the database's clock less the age).
+    ``partitions`` names the month partitions it dropped whole (their rows are counted in
+    ``tasks`` and ``logs``); empty where the tables are not partitioned."""
 
     tasks: int
     logs: int
     workers: int
     cutoff: datetime
+    partitions: tuple[str, ...] = ()
 
 
 def prune_finished(
@@ -96,7 +100,10 @@ def prune_finished(
         "p_statuses": pruned,
         "p_limit": batch_size,
     }
-    tasks = logs = 0
+    months = drop_prunable_months(runner, cutoff, pruned, batch_size=batch_size)
+    tasks, logs = months.tasks, months.logs
+    if on_batch is not None and months.tasks:
+        on_batch(months.tasks)
     while True:
         found, deleted_tasks, deleted_logs, last = runner.run(lambda uow: _prune_batch(uow, params))
         tasks += deleted_tasks
@@ -110,7 +117,9 @@ def prune_finished(
     workers = runner.run(
         lambda uow: uow.connection.execute(_DELETE_WORKERS, {"p_cutoff": worker_cutoff}).rowcount
     )
-    return PruneReport(tasks=tasks, logs=logs, workers=workers, cutoff=cutoff)
+    return PruneReport(
+        tasks=tasks, logs=logs, workers=workers, cutoff=cutoff, partitions=months.partitions
+    )
 
 
 def _before(now: datetime, age: timedelta) -> datetime:
