@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asynctaskmanager import ConfigurationError, ValidationError, open_storage
-from asynctaskmanager.worker.runtime import Handler, RunSummary, WorkerRuntime
+from asynctaskmanager.worker.handlers import Handler
+from asynctaskmanager.worker.runtime import RunSummary, WorkerRuntime
 
 
 def load_handlers(app_path: str) -> dict[str, Handler]:

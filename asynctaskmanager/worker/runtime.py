@@ -16,11 +16,7 @@ and the store's sweep may take it back, but its slot stays taken until the code 
 from __future__ import annotations
 
 import concurrent.futures
-import math
-import multiprocessing
 import os
-import pickle
-import signal
 import socket
 import threading
 import time
@@ -28,32 +24,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from types import FrameType
 from typing import Any
 
 from asynctaskmanager import (
     AsyncTaskManagerError,
-    ConfigurationError,
     NotFoundError,
     Storage,
     StorageError,
     Task,
-    ValidationError,
     Worker,
 )
 from asynctaskmanager.domain import limits
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.worker.completer import Completer, Outcome
+from asynctaskmanager.worker.handlers import (
+    Handler,
+    Result,
+    call_handler,
+    checked_handlers,
+    describe_error,
+    make_executor,
+)
 from asynctaskmanager.worker.logs import logger, task_logger
+from asynctaskmanager.worker.signals import install_signal_handlers
+from asynctaskmanager.worker.sweeping import SWEEP_LEASE, check_options, sweep_while_leased
 from asynctaskmanager.worker.waiting import IdleBackoff, Wakeup
-
-Handler = Callable[[Task], Any]
-"""Runs one task: gets the claimed :class:`Task` (``task.payload``, ``task.task_id``,
-``task.retry_count``...) and returns the task's result, a JSON document (or None). An
-exception fails the attempt with its message; the type's retry strategy applies."""
-
-SWEEP_LEASE = "asynctaskmanager.sweep"
-CONCURRENCY_MAX = 1000
 
 
 @dataclass
@@ -101,26 +96,19 @@ class WorkerRuntime:
         batch_size: int = 50,
         wakeup: Wakeup | None = None,
     ) -> None:
-        self._handlers = _checked_handlers(handlers, use_processes)
-        check.integer("concurrency", concurrency, 1, CONCURRENCY_MAX)
-        check.boolean("burst", burst)
-        for option, value in (
-            ("poll_interval", poll_interval),
-            ("max_poll_interval", max_poll_interval),
-            ("shutdown_timeout", shutdown_timeout),
-            ("flush_interval", flush_interval),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValidationError(option, "must be a number of seconds of at least 0", value)
-        for option, interval in (
-            ("heartbeat_interval", heartbeat_interval),
-            ("sweep_interval", sweep_interval),
-        ):
-            if interval is not None and (
-                not isinstance(interval, timedelta) or interval <= timedelta(0)
-            ):
-                raise ValidationError(option, "must be a positive timedelta or None", interval)
-        check.integer("batch_size", batch_size, 1, 1000)
+        self._handlers = checked_handlers(handlers, use_processes)
+        check_options(
+            concurrency=concurrency,
+            burst=burst,
+            seconds={
+                "poll_interval": poll_interval,
+                "max_poll_interval": max_poll_interval,
+                "shutdown_timeout": shutdown_timeout,
+                "flush_interval": flush_interval,
+            },
+            intervals={"heartbeat_interval": heartbeat_interval, "sweep_interval": sweep_interval},
+            batch_size=batch_size,
+        )
         host = socket.gethostname() or "localhost"
         self.worker_id = worker_id or f"{host[:32]}-{os.getpid()}-{os.urandom(4).hex()}"
         check.identifier("worker_id", self.worker_id)
@@ -179,15 +167,7 @@ class WorkerRuntime:
 
     def _run(self) -> RunSummary:
         self._warn_about_configs()
-        self._storage.queue.register_worker(
-            Worker(
-                self.worker_id,
-                self._name,
-                self._address,
-                capacity=self._concurrency,
-                supported_types=sorted(self._handlers),
-            )
-        )
+        self._register()
         logger.info(
             "worker %s started: %d %s, types %s%s",
             self.worker_id,
@@ -249,19 +229,19 @@ class WorkerRuntime:
             self._running[task.task_id] = attempt
         task_logger(task).info("started, attempt %d", task.retry_count + 1)
         try:
-            future = executor.submit(_call, self._handlers[task.task_type], task)
+            future = executor.submit(call_handler, self._handlers[task.task_type], task)
         except Exception as error:  # the pool is broken or shut down
             future = concurrent.futures.Future()
             future.set_exception(error)
         future.add_done_callback(partial(self._finished, attempt))
 
-    def _finished(self, attempt: _Attempt, future: concurrent.futures.Future[_Result]) -> None:
+    def _finished(self, attempt: _Attempt, future: concurrent.futures.Future[Result]) -> None:
         task = attempt.task
         log = task_logger(task)
         try:
             ok, value = future.result()
         except BaseException as error:  # a broken pool, a result that could not be pickled
-            ok, value = False, _describe(error)
+            ok, value = False, describe_error(error)
         elapsed = time.monotonic() - attempt.started
         with self._lock:
             self._running.pop(task.task_id, None)
@@ -332,17 +312,20 @@ class WorkerRuntime:
             logger.debug("worker %s: %d runnable task(s) wait for a slot", self.worker_id, waiting)
         return waiting == 0
 
+    def _register(self) -> None:
+        self._storage.queue.register_worker(
+            Worker(
+                self.worker_id,
+                self._name,
+                self._address,
+                capacity=self._concurrency,
+                supported_types=sorted(self._handlers),
+            )
+        )
+
     def _register_again(self) -> None:
         try:
-            self._storage.queue.register_worker(
-                Worker(
-                    self.worker_id,
-                    self._name,
-                    self._address,
-                    capacity=self._concurrency,
-                    supported_types=sorted(self._handlers),
-                )
-            )
+            self._register()
         except StorageError as error:
             logger.warning("registering worker %s failed: %s", self.worker_id, error)
             self._wakeup.wait_for_work(self._max_poll_interval)
@@ -441,37 +424,14 @@ class WorkerRuntime:
 
     def _sweeps(self) -> None:
         assert self._sweep_interval is not None
-        interval = self._sweep_interval.total_seconds()
-        # Held for a few intervals: renewed every interval by its holder, it passes to
-        # another worker only once its holder has stopped renewing.
-        ttl = timedelta(seconds=max(2, math.ceil(interval * 3)))
-        while not self._background_stop.wait(interval):
-            try:
-                if not self._leases.acquire(SWEEP_LEASE, self.worker_id, ttl):
-                    continue
-                report = self._storage.queue.sweep()
-            except AsyncTaskManagerError as error:
-                logger.warning("worker %s: sweep failed: %s", self.worker_id, error)
-                continue
-            if report.workers_marked_offline or report.requeued or report.failed:
-                logger.info(
-                    "sweep: workers offline %s, requeued %s, failed %s",
-                    report.workers_marked_offline,
-                    report.requeued,
-                    report.failed,
-                )
+        sweep_while_leased(
+            self._storage, self.worker_id, self._sweep_interval, self._background_stop
+        )
 
     # --- setup -----------------------------------------------------------------------------
 
     def _executor(self) -> concurrent.futures.Executor:
-        if self._use_processes:
-            # spawn: forking a process that runs threads and holds connections is unsafe.
-            return concurrent.futures.ProcessPoolExecutor(
-                max_workers=self._concurrency, mp_context=multiprocessing.get_context("spawn")
-            )
-        return concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._concurrency, thread_name_prefix="asynctaskmanager-task"
-        )
+        return make_executor(self._concurrency, use_processes=self._use_processes)
 
     def _warn_about_configs(self) -> None:
         for task_type in sorted(self._handlers):
@@ -482,28 +442,7 @@ class WorkerRuntime:
                 logger.warning("task type %s is disabled: none of its tasks will run", task_type)
 
     def _install_signal_handlers(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            now = self._stopping.is_set()
-            logger.warning(
-                "worker %s: %s, %s",
-                self.worker_id,
-                signal.Signals(signum).name,
-                "stopping at once" if now else "shutting down (a second signal stops at once)",
-            )
-            self.stop(now=now)
-
-        previous = {
-            signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
-        }
-
-        def restore() -> None:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-        return restore
+        return install_signal_handlers(self.worker_id, self.stop, self._stopping.is_set)
 
 
 def run_worker(
@@ -537,49 +476,3 @@ def run_worker(
     """
     runtime = WorkerRuntime(storage, handlers, **options)
     return runtime.run(handle_signals=handle_signals)
-
-
-# --- running one handler (in a pool thread or process) ---------------------------------------
-
-_Result = tuple[bool, Any]
-
-
-def _call(handler: Handler, task: Task) -> _Result:
-    """(True, result) or (False, error message): never raises, so that nothing unpicklable
-    crosses a process boundary."""
-    try:
-        result = handler(task)
-        check.json_document("result", result)
-    except Exception as error:
-        return False, _describe(error)
-    return True, result
-
-
-def _describe(error: BaseException) -> str:
-    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    encoded = message.encode("utf-8")
-    if len(encoded) <= limits.TEXT_MAX_BYTES:
-        return message
-    return encoded[: limits.TEXT_MAX_BYTES - 3].decode("utf-8", "ignore") + "..."
-
-
-def _checked_handlers(handlers: object, use_processes: bool) -> dict[str, Handler]:
-    if not isinstance(handlers, Mapping) or not handlers:
-        raise ValidationError(
-            "handlers", "must be a non-empty mapping of task type to callable", handlers
-        )
-    checked: dict[str, Handler] = {}
-    for task_type, handler in handlers.items():
-        check.identifier("handlers key", task_type)
-        if not callable(handler):
-            raise ValidationError(f"handlers[{task_type!r}]", "must be callable", handler)
-        if use_processes:
-            try:
-                pickle.dumps(handler)
-            except Exception as error:
-                raise ConfigurationError(
-                    f"handler of {task_type!r} cannot run in a process pool: {error} "
-                    "(use a module-level function)"
-                ) from error
-        checked[task_type] = handler
-    return checked
