@@ -146,7 +146,8 @@ def open_storage(
     queue_settings: QueueSettings | None = None,
     retry: TransactionRetry | None = None,
 ) -> Storage:
-    """Open a storage from a URL, a :class:`MySQLConfig`, or ``"memory"``.
+    """Open a storage from a URL, a :class:`MySQLConfig` or :class:`PostgresConfig`, or
+    ``"memory"``.
 
     With no target: ``ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``.
     The memory backend always starts from an empty, fully migrated schema. Other backends

@@ -36,7 +36,7 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.domain.enums import LogType
-from asynctaskmanager.infrastructure.dialects import mysql as mysql_dialect
+from asynctaskmanager.infrastructure.dialects import pooling
 from tests.conftest import empty_tables
 from tests.faults import (
     Adversary,
@@ -171,7 +171,7 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 def test_killed_idle_pooled_connection_is_replaced_silently(
     faulty: Storage, killer: ConnectionKiller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mysql_dialect, "PING_AFTER_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(pooling, "PING_AFTER_IDLE_SECONDS", 0.2)
     with faulty.engine.connect() as connection:
         pooled = mysql_thread_id(connection)
     assert killer.kill(pooled)

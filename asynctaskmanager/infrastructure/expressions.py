@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -13,9 +13,31 @@ from sqlalchemy.sql.functions import FunctionElement
 from asynctaskmanager.infrastructure.types import UTCDateTime
 
 
+class database_clock(FunctionElement[datetime]):
+    """The database's clock at the start of the statement, in whole seconds.
+
+    ``CURRENT_TIMESTAMP`` on MySQL and SQLite, which is that. PostgreSQL's CURRENT_TIMESTAMP
+    is the start of the transaction instead: a claim that waited on locks would start its
+    attempt in the past and time out early, so it reads statement_timestamp() there.
+    """
+
+    inherit_cache = True
+    type = UTCDateTime()
+
+
+@compiles(database_clock)
+def _clock_plain(element: database_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(database_clock, "postgresql")
+def _clock_postgresql(element: database_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    return "date_trunc('second', statement_timestamp())"
+
+
 def db_now() -> ColumnElement[datetime]:
-    """The database's clock, in UTC (connections are pinned to +00:00)."""
-    return func.current_timestamp(type_=UTCDateTime()).label("db_now")
+    """The database's clock (see :class:`database_clock`), read as an aware UTC datetime."""
+    return database_clock().label("db_now")
 
 
 class filter_only(FunctionElement[Any]):
