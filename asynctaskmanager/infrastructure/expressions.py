@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, UnaryExpression, nulls_first, nulls_last
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -64,3 +65,30 @@ def _filter_only_plain(element: filter_only, compiler: SQLCompiler, **kw: Any) -
 @compiles(filter_only, "sqlite")
 def _filter_only_sqlite(element: filter_only, compiler: SQLCompiler, **kw: Any) -> str:
     return "+" + compiler.process(element.clauses, **kw)
+
+
+class nulls_low(FunctionElement[Any]):
+    """An ORDER BY term (``column.asc()`` or ``.desc()``) in which NULL sorts below every
+    value, as MySQL and SQLite sort it.
+
+    PostgreSQL sorts NULL above every value unless told: NULLS FIRST or NULLS LAST there.
+    MySQL has no such clause, so the plain term renders elsewhere.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, term: UnaryExpression[Any]) -> None:
+        super().__init__(term)
+
+
+@compiles(nulls_low)
+def _nulls_low_plain(element: nulls_low, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(nulls_low, "postgresql")
+def _nulls_low_postgresql(element: nulls_low, compiler: SQLCompiler, **kw: Any) -> str:
+    (term,) = element.clauses.clauses
+    assert isinstance(term, UnaryExpression)
+    placed = nulls_last(term) if term.modifier is operators.desc_op else nulls_first(term)
+    return compiler.process(placed, **kw)

@@ -3,6 +3,7 @@ SKIP LOCKED (every supported server has it)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import URL, Engine
@@ -62,12 +63,25 @@ def _postgres_classify(error: DBAPIError) -> ErrorKind:
             transient=isinstance(error, OperationalError), bad_value=isinstance(error, DataError)
         )
     if sqlstate in _DUPLICATE:
-        return ErrorKind(duplicate=True)
+        return ErrorKind(duplicate=True, key=_duplicate_key(error))
     if sqlstate in _TRANSIENT or sqlstate[:2] in _TRANSIENT_CLASSES:
         return ErrorKind(transient=True)
     if sqlstate in _BAD_VALUE or sqlstate[:2] in _BAD_VALUE_CLASSES:
         return ErrorKind(bad_value=True)
     return ErrorKind()
+
+
+# "Key (task_id)=(t-1) already exists.": fixed text on both sides, so a key holding
+# parentheses or "=" is still read whole.
+_DUPLICATE_DETAIL = re.compile(r"\AKey \([^)]*\)=\((.*)\) already exists\.\Z", re.DOTALL)
+
+
+def _duplicate_key(error: DBAPIError) -> str | None:
+    """The key a unique violation names. On PostgreSQL a failed statement ends the
+    transaction's usefulness, so the key cannot be looked up afterwards as elsewhere."""
+    diag = getattr(error.orig, "diag", None)
+    match = _DUPLICATE_DETAIL.match(getattr(diag, "message_detail", None) or "")
+    return match.group(1) if match else None
 
 
 PROFILE = DialectProfile(

@@ -16,9 +16,12 @@ READ_ONLY = "asynctaskmanager_read_only"
 
 @dataclass(frozen=True)
 class ErrorKind:
+    """What a driver error means. ``key``: the duplicate key, where the driver names it."""
+
     duplicate: bool = False
     transient: bool = False
     bad_value: bool = False
+    key: str | None = None
 
 
 @dataclass(frozen=True)
