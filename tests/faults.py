@@ -376,10 +376,11 @@ def report(config: pytest.Config, line: str) -> None:
 def open_backend(
     request: pytest.FixtureRequest, backend: str, settings: QueueSettings
 ) -> tuple[Storage, URL]:
-    """The test's own database on ``backend`` ("sqlite": a fresh file; "mysql": an emptied
-    scratch database), opened with ``settings``, and its URL for the child processes."""
-    if backend == "mysql":
-        database: URL = request.getfixturevalue("mysql_storage").engine.url
+    """The test's own database on ``backend`` ("sqlite": a fresh file; "mysql", "postgres":
+    an emptied scratch database), opened with ``settings``, and its URL for the child
+    processes."""
+    if backend in ("mysql", "postgres"):
+        database: URL = request.getfixturevalue(f"{backend}_storage").engine.url
     else:
         database = request.getfixturevalue("sqlite_url")
     url = database.render_as_string(hide_password=False)
