@@ -81,7 +81,7 @@ class Storage:
 
     @property
     def backend(self) -> str:
-        """``"memory"``, ``"sqlite"`` or ``"mysql"``."""
+        """``"memory"``, ``"sqlite"``, ``"mysql"`` or ``"postgresql"``."""
         return self.profile.name
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
