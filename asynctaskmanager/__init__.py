@@ -46,6 +46,7 @@ from asynctaskmanager.queue import (
     QueueSettings,
     SweepReport,
     TaskQueue,
+    WorkWaiter,
 )
 from asynctaskmanager.storage import Storage, open_storage
 
@@ -87,6 +88,7 @@ __all__ = [
     "UnitOfWork",
     "UnknownTaskTypeError",
     "ValidationError",
+    "WorkWaiter",
     "Worker",
     "WorkerRepository",
     "WorkerStatus",

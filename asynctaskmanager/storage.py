@@ -106,6 +106,7 @@ class Storage:
         return migrations.current_revision(self.engine)
 
     def close(self) -> None:
+        self.queue.close()
         self.engine.dispose()
 
     def __enter__(self) -> Storage:

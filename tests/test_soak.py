@@ -2,8 +2,9 @@
 
 Each process enqueues, claims, completes, fails, cancels, heartbeats and sweeps at random.
 Meanwhile this process injects faults: it KILLs a random connection of the soak database
-(MySQL; pg_terminate_backend on PostgreSQL) from a side thread, and SIGKILLs a random worker process, which is respawned (under
-its old worker id half of the time, so that re-registration takes its tasks back).
+(MySQL; pg_terminate_backend on PostgreSQL) from a side thread, and SIGKILLs a random worker
+process, which is respawned (under its old worker id half of the time, so that
+re-registration takes its tasks back).
 
 Afterwards, with every process stopped and the sweep run until nothing moves: no task
 completed twice, no attempt claimed twice, no enqueued task lost, every status change has

@@ -2,11 +2,19 @@
 
 :class:`TaskQueue` (``service.py``) is the public API. The claim's SQL and its lock-order
 doctrine are in ``claim.py``, the guarded ends of an attempt in ``attempts.py``, retention
-in ``retention.py``.
+in ``retention.py``, waiting for work (LISTEN/NOTIFY or polling) in ``wakeup.py``.
 """
 
 from asynctaskmanager.queue.retention import PruneReport
 from asynctaskmanager.queue.service import TaskQueue
 from asynctaskmanager.queue.settings import CompletionAndClaim, QueueSettings, SweepReport
+from asynctaskmanager.queue.wakeup import WorkWaiter
 
-__all__ = ["CompletionAndClaim", "PruneReport", "QueueSettings", "SweepReport", "TaskQueue"]
+__all__ = [
+    "CompletionAndClaim",
+    "PruneReport",
+    "QueueSettings",
+    "SweepReport",
+    "TaskQueue",
+    "WorkWaiter",
+]

@@ -10,7 +10,7 @@ module: the claim in ``claim.py``, the ends of attempts in ``attempts.py``, rete
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -48,6 +48,7 @@ from asynctaskmanager.queue.attempts import (
 from asynctaskmanager.queue.claim import CLAIM_MAX, OverLimit, claim_tasks
 from asynctaskmanager.queue.retention import PruneReport, prune_finished
 from asynctaskmanager.queue.settings import CompletionAndClaim, QueueSettings, SweepReport
+from asynctaskmanager.queue.wakeup import WorkWaiter, _WorkSignal
 
 T = TypeVar("T")
 logger = logging.getLogger("asynctaskmanager.queue")
@@ -64,6 +65,21 @@ class TaskQueue:
     def __init__(self, runner: TransactionRunner, settings: QueueSettings) -> None:
         self._runner = runner
         self.settings = settings
+        self._signal = _WorkSignal(runner)
+
+    # --- waiting for work ------------------------------------------------------------------
+
+    def work_waiter(self, task_types: Sequence[str] | None = None) -> WorkWaiter:
+        """A waiter for new work (of ``task_types``; None: any), for a worker whose claim
+        came back empty: LISTEN/NOTIFY on PostgreSQL, polling with backoff elsewhere (see
+        :mod:`asynctaskmanager.queue.wakeup`). Make it before the first claim: from then on
+        no enqueue is missed."""
+        types = check.string_list("task_types", task_types, check.identifier)
+        return WorkWaiter(self._signal, types)
+
+    def close(self) -> None:
+        """Stop listening (PostgreSQL). :meth:`Storage.close` calls it."""
+        self._signal.close()
 
     # --- enqueue ---------------------------------------------------------------------------
 
@@ -104,6 +120,7 @@ class TaskQueue:
                 ),
                 savepoint=False,
             )
+            self._signal.notify(uow, types)  # delivered if, and when, this commits
             return tasks
 
         return self._run(work)

@@ -4,14 +4,15 @@ SKIP LOCKED (every supported server has it)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from asynctaskmanager.errors import ConfigurationError
 from asynctaskmanager.infrastructure.dialects.pooling import ping_after_idle
-from asynctaskmanager.infrastructure.dialects.profile import DialectProfile, ErrorKind
+from asynctaskmanager.infrastructure.dialects.profile import DialectProfile, ErrorKind, WorkChannel
 
 # Sent in the startup packet: no round trip. Timestamps are bound with their offset and read
 # back converted to UTC (types.UTCDateTime), so the zone cannot shift a stored instant; UTC
@@ -84,6 +85,45 @@ def _duplicate_key(error: DBAPIError) -> str | None:
     return match.group(1) if match else None
 
 
+# LISTEN/NOTIFY: an enqueue notifies this channel with each of its task types.
+WORK_CHANNEL = "asynctaskmanager_work"
+_NOTIFY = text(
+    f"SELECT pg_notify('{WORK_CHANNEL}', task_type) FROM unnest(CAST(:types AS text[])) "
+    "AS task_type"
+)
+
+
+def _notify_work(connection: Connection, task_types: Sequence[str]) -> None:
+    # Delivered at COMMIT, and only then; the same type twice in a transaction is one
+    # notification.
+    connection.execute(_NOTIFY, {"types": list(task_types)})
+
+
+class _Listener:
+    """A connection of its own, taken out of the pool for good, in autocommit, listening."""
+
+    def __init__(self, engine: Engine) -> None:
+        proxied = engine.raw_connection()
+        proxied.detach()  # never returned to the pool: it is LISTENing
+        self._connection: Any = cast(Any, proxied.dbapi_connection)  # a psycopg Connection
+        try:
+            self._connection.rollback()
+            self._connection.autocommit = True
+            self._connection.execute(f"LISTEN {WORK_CHANNEL}")
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def wait(self, timeout: float) -> list[str]:
+        return [
+            notification.payload
+            for notification in self._connection.notifies(timeout=timeout, stop_after=1)
+        ]
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 PROFILE = DialectProfile(
     name="postgresql",
     engine_options=_postgres_engine_options,
@@ -92,4 +132,5 @@ PROFILE = DialectProfile(
     # FOR UPDATE SKIP LOCKED: PostgreSQL 9.5 and later, older than any supported release.
     supports_skip_locked=lambda _dialect: True,
     driver_hint="pip install 'asynctaskmanager[postgres]' (psycopg 3)",
+    work_channel=WorkChannel(notify=_notify_work, listen=_Listener),
 )
