@@ -9,7 +9,9 @@
   procrastinate: ``task.batch_defer`` of the same payloads.
 - claim+complete, N processes: ``--tasks`` tasks queued beforehand (untimed), then N worker
   processes drain them, one task at a time. Ours and raw: ``bench.workers`` (claim 1,
-  complete, until a claim comes back empty). procrastinate: N processes each running
+  complete, until a claim comes back empty); also ours with ``queue.complete_and_claim``
+  (one transaction per task; its row compares it with the same raw and procrastinate
+  figures). procrastinate: N processes each running
   ``app.run_worker(wait=False, concurrency=1)`` on a no-op task (fetch a job, run it, mark
   it succeeded), jobs kept (``delete_jobs="never"``), no LISTEN (nothing arrives meanwhile).
 
@@ -128,15 +130,16 @@ def bulk_rates(urls: dict[str, str], n: int, rounds: int) -> dict[str, float]:
 
 
 def process_rates(urls: dict[str, str], n: int, processes: int, rounds: int) -> dict[str, float]:
-    rates: dict[str, list[float]] = {"ours": [], "raw": [], "procrastinate": []}
+    rates: dict[str, list[float]] = {"ours": [], "ours-next": [], "raw": [], "procrastinate": []}
     app = procrastinate_app(urls["procrastinate"])
     for _ in range(rounds):
-        for kind in ("ours", "raw"):
-            empty_ours(urls[kind])
-            filler = Ours(Locator("postgresql", url=urls[kind]), seed=False)
+        for kind in ("ours", "ours-next", "raw"):
+            url = urls["raw" if kind == "raw" else "ours"]
+            empty_ours(url)
+            filler = Ours(Locator("postgresql", url=url), seed=False)
             filler.load(pending(n))
             filler.close()
-            done, seconds = run_processes(kind, Locator("postgresql", url=urls[kind]), processes)
+            done, seconds = run_processes(kind, Locator("postgresql", url=url), processes)
             assert done == n, f"{kind}: {done} of {n}"
             rates[kind].append(done / seconds)
         procrastinate_empty(urls["procrastinate"])
@@ -176,6 +179,10 @@ def main() -> None:
     for label, rates in (
         (f"bulk enqueue ({args.bulk:,} in one call)", bulk),
         (f"claim+complete, {args.processes} processes ({args.tasks:,} tasks)", procs),
+        (
+            f"complete_and_claim loop, {args.processes} processes",
+            procs | {"ours": procs["ours-next"]},
+        ),
     ):
         print(
             f"| {label} | {rates['ours']:,.0f} | {rates['raw']:,.0f} | "
