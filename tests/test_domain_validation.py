@@ -21,6 +21,7 @@ from asynctaskmanager import (
     ExecutorType,
     LogType,
     MySQLConfig,
+    PostgresConfig,
     Storage,
     Task,
     TaskConfig,
@@ -509,6 +510,33 @@ def test_mysql_config_pool_mapping(
         assert options["pool_size"] + options["max_overflow"] == max_open
 
 
+def test_postgres_config_mirrors_mysql_config() -> None:
+    config = PostgresConfig(
+        user="app",
+        password="pw",
+        database="queue",
+        max_open=20,
+        max_idle=10,
+        max_life=timedelta(hours=1),
+    )
+    assert (config.host, config.port) == ("localhost", 5432)
+    url = config.url
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.username, url.password, url.database, url.port) == ("app", "pw", "queue", 5432)
+    mysql = MySQLConfig(
+        user="app",
+        password="pw",
+        database="queue",
+        max_open=20,
+        max_idle=10,
+        max_life=timedelta(hours=1),
+    )
+    assert config.pool_options() == mysql.pool_options()
+    with pytest.raises(ValidationError) as raised:
+        PostgresConfig(user="app", password="secret", database="", port=5432)
+    assert raised.value.field == "database" and "secret" not in str(raised.value)
+
+
 # --- repository parameters -------------------------------------------------------------------
 
 
@@ -677,6 +705,36 @@ def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> N
         assert remaining <= baseline  # the probe's own connection replaces the closed pool's
     finally:
         probe.close()
+
+
+@pytest.mark.postgres
+def test_postgres_config_opens_a_pool_with_its_limits(postgres_database_url: URL) -> None:
+    config = PostgresConfig(
+        user=postgres_database_url.username or "postgres",
+        password=postgres_database_url.password or "",
+        database=postgres_database_url.database or "",
+        host=postgres_database_url.host or "localhost",
+        port=postgres_database_url.port or 5432,
+        max_open=3,
+        max_idle=1,
+        max_life=timedelta(minutes=5),
+    )
+    storage = open_storage(config)
+    try:
+        assert storage.backend == "postgresql"
+        pool = storage.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert (pool.size(), pool._max_overflow, pool._recycle) == (1, 2, 300)
+        held = [storage.engine.connect() for _ in range(3)]  # max_open connections at once
+        try:
+            for connection in held:
+                assert connection.execute(text("SHOW TimeZone")).scalar_one() == "UTC"
+        finally:
+            for connection in held:
+                connection.close()
+        assert pool.checkedin() == 1  # only max_idle stay open while idle
+    finally:
+        storage.close()
 
 
 # --- values that get past the entities' checks are still refused as invalid values -----------
