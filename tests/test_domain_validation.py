@@ -665,19 +665,24 @@ def test_rejected_writes_leave_the_database_unchanged(storage: Storage) -> None:
 SESSIONS_SQL = "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE()"
 
 
-@pytest.mark.mysql
-def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> None:
-    config = MySQLConfig(
-        user=mysql_database_url.username or "root",
-        password=mysql_database_url.password or "",
-        database=mysql_database_url.database or "",
-        host=mysql_database_url.host or "localhost",
-        port=mysql_database_url.port or 3306,
+def small_pool(kind: type[MySQLConfig] | type[PostgresConfig], url: URL) -> Storage:
+    """A storage through ``kind`` for the database ``url`` names: 3 open, 1 idle, 5 minutes."""
+    config = kind(
+        user=url.username or "",
+        password=url.password or "",
+        database=url.database or "",
+        host=url.host or "localhost",
+        port=url.port or kind.port,
         max_open=3,
         max_idle=1,
         max_life=timedelta(minutes=5),
     )
-    storage = open_storage(config)
+    return open_storage(config)
+
+
+@pytest.mark.mysql
+def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> None:
+    storage = small_pool(MySQLConfig, mysql_database_url)
     pool = storage.engine.pool
     assert isinstance(pool, QueuePool)
     assert (pool.size(), pool._max_overflow, pool._recycle) == (1, 2, 300)
@@ -709,17 +714,7 @@ def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> N
 
 @pytest.mark.postgres
 def test_postgres_config_opens_a_pool_with_its_limits(postgres_database_url: URL) -> None:
-    config = PostgresConfig(
-        user=postgres_database_url.username or "postgres",
-        password=postgres_database_url.password or "",
-        database=postgres_database_url.database or "",
-        host=postgres_database_url.host or "localhost",
-        port=postgres_database_url.port or 5432,
-        max_open=3,
-        max_idle=1,
-        max_life=timedelta(minutes=5),
-    )
-    storage = open_storage(config)
+    storage = small_pool(PostgresConfig, postgres_database_url)
     try:
         assert storage.backend == "postgresql"
         pool = storage.engine.pool
