@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@scripts/ensure-mysql-client-headers
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[mysql,test,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[mysql,postgres,test,dev,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

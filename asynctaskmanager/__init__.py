@@ -1,7 +1,7 @@
 """asynctaskmanager: the persistence layer of a distributed asynchronous task manager.
 
 from asynctaskmanager import open_storage
-storage = open_storage("memory")            # or a URL, or a MySQLConfig
+storage = open_storage("memory")            # or a URL, a MySQLConfig, a PostgresConfig
 """
 
 from asynctaskmanager.domain.enums import (
@@ -37,7 +37,7 @@ from asynctaskmanager.errors import (
     UnknownTaskTypeError,
     ValidationError,
 )
-from asynctaskmanager.infrastructure.config import MySQLConfig
+from asynctaskmanager.infrastructure.config import MySQLConfig, PostgresConfig
 from asynctaskmanager.infrastructure.engine import DATABASE_URL_ENV
 from asynctaskmanager.infrastructure.transactions import TransactionRetry
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
@@ -48,6 +48,7 @@ from asynctaskmanager.queue import (
     QueueSettings,
     SweepReport,
     TaskQueue,
+    WorkWaiter,
 )
 from asynctaskmanager.storage import Storage, open_storage
 
@@ -64,6 +65,7 @@ __all__ = [
     "LogType",
     "MySQLConfig",
     "NotFoundError",
+    "PostgresConfig",
     "PruneReport",
     "QueueSettings",
     "RetryPolicy",
@@ -90,6 +92,7 @@ __all__ = [
     "UnitOfWork",
     "UnknownTaskTypeError",
     "ValidationError",
+    "WorkWaiter",
     "Worker",
     "WorkerRepository",
     "WorkerStatus",

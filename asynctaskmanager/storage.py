@@ -83,7 +83,7 @@ class Storage:
 
     @property
     def backend(self) -> str:
-        """``"memory"``, ``"sqlite"`` or ``"mysql"``."""
+        """``"memory"``, ``"sqlite"``, ``"mysql"`` or ``"postgresql"``."""
         return self.profile.name
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
@@ -108,6 +108,7 @@ class Storage:
         return migrations.current_revision(self.engine)
 
     def close(self) -> None:
+        self.queue.close()
         self.engine.dispose()
 
     def __enter__(self) -> Storage:
@@ -149,7 +150,8 @@ def open_storage(
     retry: TransactionRetry | None = None,
     check_schema: bool = True,
 ) -> Storage:
-    """Open a storage from a URL, a :class:`MySQLConfig`, or ``"memory"``.
+    """Open a storage from a URL, a :class:`MySQLConfig` or :class:`PostgresConfig`, or
+    ``"memory"``.
 
     With no target: ``ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``.
     The memory backend always starts from an empty, fully migrated schema. Other backends

@@ -205,7 +205,9 @@ class Raw:
 
     SQLite: autocommit mode with explicit ``BEGIN IMMEDIATE`` (as the library), WAL for
     files, and the library's pragmas. MariaDB: utf8mb4, UTC session, strict SQL mode,
-    READ COMMITTED (as the library), autocommit off.
+    READ COMMITTED (as the library), autocommit off. PostgreSQL (psycopg 3): UTC session,
+    READ COMMITTED, autocommit off, and the library's clock (the statement's start, in whole
+    seconds; CURRENT_TIMESTAMP there is the transaction's).
     """
 
     def __init__(self, locator: Locator, memory_template: sqlite3.Connection | None = None):
@@ -229,6 +231,23 @@ class Raw:
             self.p = "?"
             self.for_update = ""
             self.skip_locked = ""
+        elif locator.backend == "postgresql":
+            import psycopg
+
+            assert locator.url is not None
+            url = make_url(locator.url)
+            self.conn = psycopg.connect(
+                host=url.host or "127.0.0.1",
+                port=url.port or 5432,
+                user=url.username or "postgres",
+                password=url.password or "",
+                dbname=url.database or "",
+                options="-c timezone=UTC",
+            )
+            self.conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            self.p = "%s"
+            self.for_update = " FOR UPDATE"
+            self.skip_locked = " FOR UPDATE SKIP LOCKED"
         else:
             import MySQLdb  # type: ignore[import-untyped]
 
@@ -252,6 +271,17 @@ class Raw:
             self.for_update = " FOR UPDATE"
             self.skip_locked = " FOR UPDATE SKIP LOCKED"
         self.cur = self.conn.cursor()
+        self.now = (
+            "date_trunc('second', statement_timestamp())"
+            if locator.backend == "postgresql"
+            else "CURRENT_TIMESTAMP"
+        )
+
+    def autocommit(self, on: bool) -> None:
+        if self.backend == "postgresql":
+            self.conn.autocommit = on
+        elif not self.sqlite:
+            self.conn.autocommit(on)
 
     def begin(self) -> None:
         if self.sqlite:
@@ -284,7 +314,7 @@ def seed_raw(raw: Raw) -> None:
         "INSERT INTO task_config (task_type, task_name, executor_type, retry_strategy, "
         "default_timeout, default_max_retry, retry_delay, backoff_rate, max_concurrent, enabled)"
         f" VALUES ({raw.marks(10)})",
-        (TASK_TYPE, "Benchmark task", "function", "exponential", 30, 3, 5, "2.00", UNLIMITED, 1),
+        (TASK_TYPE, "Benchmark task", "function", "exponential", 30, 3, 5, "2.00", UNLIMITED, True),
     )
     raw.commit()
 
@@ -293,7 +323,7 @@ def register_raw(raw: Raw, worker_id: str, capacity: int = UNLIMITED) -> None:
     raw.begin()
     raw.cur.execute(
         "INSERT INTO worker (worker_id, worker_name, address, status, capacity, current_load, "
-        f"supported_types, last_heartbeat) VALUES ({raw.marks(7)}, CURRENT_TIMESTAMP)",
+        f"supported_types, last_heartbeat) VALUES ({raw.marks(7)}, {raw.now})",
         (worker_id, f"bench {worker_id}", "127.0.0.1:0", "online", capacity, 0, None),
     )
     raw.commit()

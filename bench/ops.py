@@ -2,7 +2,7 @@
 
 Raw is the floor: the same statements, in the same transactions, with the same rows written
 (one task_log row per transition) and the same locks that the library's queue takes,
-written by hand with sqlite3 or MySQLdb and prepared once. Per operation, in one
+written by hand with sqlite3, MySQLdb or psycopg and prepared once. Per operation, in one
 transaction each:
 
 - enqueue: read the type's config and the database clock; insert the task; insert its
@@ -85,7 +85,7 @@ class Ours:
     def load(self, statuses: list[tuple[str, bool]], worker_id: str | None = None) -> int:
         conn, proxy = driver_connection(self.storage)
         try:
-            sqlite = self.locator.backend != "mariadb"
+            sqlite = self.locator.backend in ("memory", "sqlite")
             return load_tasks(conn, sqlite, statuses, worker_id=worker_id)
         finally:
             proxy.close()
@@ -130,7 +130,7 @@ class RawDriver:
         self.cur = raw.cur
         p = raw.p
         self.sql_config = (
-            "SELECT default_timeout, default_max_retry, enabled, CURRENT_TIMESTAMP"
+            f"SELECT default_timeout, default_max_retry, enabled, {raw.now}"
             f" FROM task_config WHERE task_type IN ({p})"
         )
         self.sql_insert_task = (
@@ -151,7 +151,7 @@ class RawDriver:
         )
         self.sql_limits = (
             "SELECT task_type, max_concurrent FROM task_config"
-            f" WHERE enabled = 1 ORDER BY task_type{raw.for_update}"
+            f" WHERE enabled = TRUE ORDER BY task_type{raw.for_update}"
         )
         self.sql_running = (
             "SELECT task_type, count(*) FROM task"
@@ -160,7 +160,7 @@ class RawDriver:
         self.sql_load = f"UPDATE worker SET current_load = current_load + {p} WHERE worker_id = {p}"
         self.sql_complete = (
             "UPDATE task SET status = 'completed', result = "
-            f"{p}, completed_at = CURRENT_TIMESTAMP WHERE task_id = {p} AND status = 'running'"
+            f"{p}, completed_at = {raw.now} WHERE task_id = {p} AND status = 'running'"
             f" AND worker_id = {p} AND retry_count = {p}"
         )
         self.sql_release = (
@@ -174,9 +174,9 @@ class RawDriver:
         """Due pending tasks in claim order, locked, with the database clock (read after the
         worker and config locks, as the library does)."""
         return (
-            f"SELECT {', '.join(TASK_COLUMNS)}, CURRENT_TIMESTAMP FROM task"
+            f"SELECT {', '.join(TASK_COLUMNS)}, {self.raw.now} FROM task"
             f" WHERE status = 'pending' AND task_type IN ({self.raw.marks(n_types)})"
-            " AND (scheduled_at IS NULL OR scheduled_at <= CURRENT_TIMESTAMP)"
+            f" AND (scheduled_at IS NULL OR scheduled_at <= {self.raw.now})"
             f" ORDER BY priority DESC, created_at, task_id LIMIT {limit}{self.raw.skip_locked}"
         )
 
@@ -240,19 +240,17 @@ class RawDriver:
         return n
 
     def get(self, task_id: str) -> Any:
-        if not self.raw.sqlite:
-            self.raw.conn.autocommit(True)
+        self.raw.autocommit(True)
         try:
             self.cur.execute(self.sql_get, (task_id,))
             row = self.cur.fetchone()
         finally:
-            if not self.raw.sqlite:
-                self.raw.conn.autocommit(False)
+            self.raw.autocommit(False)
         if row is None:
             raise KeyError(task_id)
         values = dict(zip(TASK_COLUMNS, row, strict=True))
         for key in ("payload", "result"):
-            if values[key] is not None:
+            if isinstance(values[key], str):  # psycopg decodes jsonb itself
                 values[key] = json.loads(values[key])
         return values
 
@@ -295,7 +293,7 @@ class RawDriver:
                 return []
             # The free slots (max_concurrent): counted now, checked again under the config
             # rows' locks just before the commit (or locked first, after a conflict).
-            supported_kinds = None if supported is None else json.loads(supported)
+            supported_kinds = supported if not isinstance(supported, str) else json.loads(supported)
             free = {k: n for k, n in self._limits(supported_kinds, lock_first).items() if n > 0}
             if not free:
                 raw.commit()

@@ -1,11 +1,11 @@
 """Backends for the test suite.
 
-``storage`` runs a test on memory, an SQLite file, MySQL, and MySQL with the task tables
-partitioned by month (asynctaskmanager.partitions). The MySQL server is, in order:
-``ASYNCTASK_TEST_MYSQL_URL``; a testcontainers MySQL 8 container when a Docker engine
-answers a quick probe; else the mysql cases skip with the reason. Each test session works in
-its own freshly created database on that server, migrated once; each test starts from
-empty tables.
+``storage`` runs a test on memory, an SQLite file, MySQL, MySQL with the task tables
+partitioned by month (asynctaskmanager.partitions), and PostgreSQL. Each server is, in
+order: its URL variable (``ASYNCTASK_TEST_MYSQL_URL``, ``ASYNCTASK_TEST_POSTGRES_URL``); a
+testcontainers container (MySQL 8, PostgreSQL 15) when a Docker engine answers a quick
+probe; else its cases skip with the reason. Each test session works in its own freshly
+created database on that server, migrated once; each test starts from empty tables.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from asynctaskmanager import Storage, open_storage, partitions
 from asynctaskmanager.infrastructure.engine import resolve_url
 
 MYSQL_URL_ENV = "ASYNCTASK_TEST_MYSQL_URL"
+POSTGRES_URL_ENV = "ASYNCTASK_TEST_POSTGRES_URL"
 TABLES = ("task_log", "task", "worker", "task_config", "lease")
 
 mysql_only = pytest.mark.mysql
+postgres_only = pytest.mark.postgres
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mysql: needs a MySQL or MariaDB server")
+    config.addinivalue_line("markers", "postgres: needs a PostgreSQL server")
 
 
 def _docker_answers() -> bool:
@@ -58,18 +61,41 @@ def mysql_server_url() -> Iterator[URL]:
         yield resolve_url(container.get_connection_url())
 
 
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[URL]:
+    """A URL of a PostgreSQL server with rights to create databases."""
+    configured = os.environ.get(POSTGRES_URL_ENV)
+    if configured:
+        yield resolve_url(configured)
+        return
+    if not _docker_answers():
+        pytest.skip(
+            f"no PostgreSQL: set {POSTGRES_URL_ENV} or run a Docker engine for testcontainers"
+        )
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:15", driver="psycopg") as container:
+        yield resolve_url(container.get_connection_url())
+
+
 @contextmanager
 def scratch_database(server_url: URL) -> Iterator[URL]:
     """An empty database of its own on the server, dropped afterwards."""
     name = f"atm_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url, poolclass=NullPool)
+    if server_url.get_backend_name() == "postgresql":
+        # CREATE DATABASE runs outside a transaction; FORCE ends a test's leftover sessions.
+        admin = create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    else:
+        admin = create_engine(server_url, poolclass=NullPool)
+        create, drop = f"CREATE DATABASE {name} CHARACTER SET utf8mb4", f"DROP DATABASE {name}"
     with admin.begin() as connection:
-        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+        connection.execute(text(create))
     try:
         yield server_url.set(database=name)
     finally:
         with admin.begin() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            connection.execute(text(drop))
         admin.dispose()
 
 
@@ -94,9 +120,23 @@ def empty_tables(storage: Storage) -> None:
             connection.execute(text(f"DELETE FROM {table}"))
 
 
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_server_url: URL) -> Iterator[URL]:
+    """A fresh database for this test session, migrated to head, dropped at the end."""
+    with scratch_database(postgres_server_url) as url:
+        open_storage(url, upgrade=True).close()
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_database(postgres_server_url: URL) -> Iterator[URL]:
+    """An empty database of its own, for tests that migrate or break the schema."""
+    with scratch_database(postgres_server_url) as url:
+        yield url
+
+
 @contextmanager
 def emptied_storage(url: URL) -> Iterator[Storage]:
-    """A storage on a migrated database, its tables emptied first."""
     storage = open_storage(url)
     empty_tables(storage)
     try:
@@ -130,6 +170,12 @@ def mysql_partitioned_storage(mysql_partitioned_database_url: URL) -> Iterator[S
 
 
 @pytest.fixture
+def postgres_storage(postgres_database_url: URL) -> Iterator[Storage]:
+    with emptied_storage(postgres_database_url) as storage:
+        yield storage
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> URL:
     return make_url(f"sqlite:///{tmp_path}/asynctask.db")
 
@@ -157,11 +203,13 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("mysql", id="mysql", marks=mysql_only),
     pytest.param("mysql_partitioned", id="mysql_partitioned", marks=mysql_only),
+    pytest.param("postgres", id="postgres", marks=postgres_only),
 ]
 SERVER_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("mysql", id="mysql", marks=mysql_only),
     pytest.param("mysql_partitioned", id="mysql_partitioned", marks=mysql_only),
+    pytest.param("postgres", id="postgres", marks=postgres_only),
 ]
 # An empty, unmigrated database cannot be partitioned yet: database_url skips that backend.
 UNMIGRATED_BACKENDS = [p for p in SERVER_BACKENDS if p.id != "mysql_partitioned"]
@@ -175,7 +223,7 @@ def storage(request: pytest.FixtureRequest) -> Storage:
 
 @pytest.fixture(params=SERVER_BACKENDS)
 def persistent_storage(request: pytest.FixtureRequest) -> Storage:
-    """sqlite file and mysql: the backends several processes can share."""
+    """sqlite file, mysql and postgres: the backends several processes can share."""
     return request.getfixturevalue(f"{request.param}_storage")  # type: ignore[no-any-return]
 
 
@@ -184,4 +232,4 @@ def database_url(request: pytest.FixtureRequest) -> URL:
     """An empty, unmigrated database of each persistent kind."""
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")  # type: ignore[no-any-return]
-    return request.getfixturevalue("fresh_mysql_database")  # type: ignore[no-any-return]
+    return request.getfixturevalue(f"fresh_{request.param}_database")  # type: ignore[no-any-return]

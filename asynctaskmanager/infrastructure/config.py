@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import URL
 
@@ -13,18 +13,21 @@ from asynctaskmanager.errors import ValidationError
 
 
 @dataclass(frozen=True)
-class MySQLConfig:
-    """The spec's MySQL Config. Zero means no limit, as in Go's database/sql.
+class ServerConfig:
+    """A database server's connection and pool settings, in the spec's terms. Zero means no
+    limit, as in Go's database/sql.
 
     ``max_open`` caps the open connections, ``max_idle`` how many are kept while idle, and
     ``max_life`` how long a connection lives before it is replaced.
     """
 
+    drivername: ClassVar[str]
+
     user: str
     password: str
     database: str
     host: str = "localhost"
-    port: int = 3306
+    port: int = 0
     max_open: int = 0
     max_idle: int = 0
     max_life: timedelta = timedelta(0)
@@ -52,7 +55,7 @@ class MySQLConfig:
     @property
     def url(self) -> URL:
         return URL.create(
-            "mysql+mysqldb",
+            self.drivername,
             username=self.user,
             password=self.password,
             host=self.host,
@@ -80,3 +83,21 @@ class MySQLConfig:
             # checkout; round a sub-second lifetime up to one second.
             "pool_recycle": max(1, math.ceil(life)) if life > 0 else -1,
         }
+
+
+@dataclass(frozen=True)
+class MySQLConfig(ServerConfig):
+    """The spec's MySQL Config (MySQL or MariaDB, through mysqlclient)."""
+
+    drivername: ClassVar[str] = "mysql+mysqldb"
+
+    port: int = 3306
+
+
+@dataclass(frozen=True)
+class PostgresConfig(ServerConfig):
+    """The same settings for PostgreSQL, through psycopg 3."""
+
+    drivername: ClassVar[str] = "postgresql+psycopg"
+
+    port: int = 5432

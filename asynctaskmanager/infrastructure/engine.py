@@ -10,7 +10,7 @@ from sqlalchemy.exc import ArgumentError
 
 from asynctaskmanager.domain.validation import dumps
 from asynctaskmanager.errors import ConfigurationError
-from asynctaskmanager.infrastructure.config import MySQLConfig
+from asynctaskmanager.infrastructure.config import ServerConfig
 from asynctaskmanager.infrastructure.dialects import DialectProfile, profile_for
 from asynctaskmanager.infrastructure.forking import install_fork_safety
 
@@ -35,6 +35,9 @@ def resolve_url(target: str | URL | None) -> URL:
         raise ConfigurationError(f"not a database URL: {target!r}") from error
     if url.drivername in ("mysql", "mariadb", "mariadb+mysqldb"):
         url = url.set(drivername="mysql+mysqldb")
+    elif url.drivername in ("postgresql", "postgres"):
+        # psycopg 3, not SQLAlchemy's default psycopg2; "postgres" is libpq's own spelling.
+        url = url.set(drivername="postgresql+psycopg")
     return url
 
 
@@ -45,16 +48,17 @@ class Database(NamedTuple):
     profile: DialectProfile
 
 
-Target = str | URL | MySQLConfig | None
+Target = str | URL | ServerConfig | None
 
 
 def connect(target: Target = None, **engine_options: Any) -> Database:
     """The engine for ``target``: ``"memory"``, a URL (string or :class:`URL`), a
-    :class:`MySQLConfig`, or None for ``$ASYNCTASK_DATABASE_URL``, else the embedded
-    ``sqlite:///asynctask.db``. Nothing is sent to the database yet.
+    :class:`MySQLConfig` or :class:`PostgresConfig`, or None for
+    ``$ASYNCTASK_DATABASE_URL``, else the embedded ``sqlite:///asynctask.db``. Nothing is
+    sent to the database yet.
 
     ``engine_options`` go to :func:`sqlalchemy.create_engine` last (pool tuning, say)."""
-    if isinstance(target, MySQLConfig):
+    if isinstance(target, ServerConfig):
         return _build(target.url, target.pool_options() | engine_options)
     return _build(resolve_url(target), engine_options)
 

@@ -33,7 +33,7 @@ def translate(
     if kind.transient:
         return TransientStorageError(f"transient database failure, safe to retry: {detail}")
     if kind.duplicate:
-        return DuplicateError(entity, key)
+        return DuplicateError(entity, key if key is not None else kind.key)
     if kind.bad_value:
         return ValidationError(_refused_field(detail, entity), "refused by the database", detail)
     return StorageError(f"database error: {detail}")
@@ -41,9 +41,10 @@ def translate(
 
 # Where the drivers name the column of a refused value: MySQL's "Column 'x' cannot be null",
 # "... for column 'x'", "... for column `db`.`t`.`x`", "CONSTRAINT `t.x` failed"; SQLite's
-# "NOT NULL constraint failed: t.x".
+# "NOT NULL constraint failed: t.x"; PostgreSQL's 'null value in column "x" of relation'.
 _REFUSED_FIELD = (
     re.compile(r"column '([^']+)'", re.IGNORECASE),
+    re.compile(r'column "([^"]+)"'),
     re.compile(r"column ((?:`[^`]+`\.?)+)", re.IGNORECASE),
     re.compile(r"CONSTRAINT `([^`]+)` failed"),
     re.compile(r"constraint failed: ([\w.]+)"),

@@ -49,7 +49,10 @@ class _Compiled:
     orders an INSERT's columns as the table does, and each column may process its value."""
 
     def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        compiled = insert(table).compile(
+            dialect=dialect if dialect.positional else _positional_twin(dialect),
+            column_keys=list(columns),
+        )
         order = list(compiled.positiontup or ())
         if not compiled.positional or sorted(order) != sorted(columns):
             raise RuntimeError(f"{dialect.name}: no positional INSERT of {columns}")
@@ -86,3 +89,12 @@ class _Compiled:
                     values[position] = processor(value)
             out.append(tuple(values))
         return out
+
+
+def _positional_twin(dialect: Dialect) -> Dialect:
+    """The same dialect with the driver's positional style (psycopg: %s for %(name)s), to
+    compile with only: the bind processing stays the real dialect's."""
+    dialect_class: Any = type(dialect)  # a DefaultDialect subclass, whose __init__ takes it
+    twin: Dialect = dialect_class(paramstyle="format")
+    twin.server_version_info = dialect.server_version_info
+    return twin

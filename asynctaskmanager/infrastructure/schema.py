@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, Numeric, String, Table, Text, text
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
@@ -35,17 +35,24 @@ MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 # Keys compare byte for byte on MySQL as they do on SQLite: 'Task-1' and 'task-1' are two keys.
 KEY_COLLATION = "utf8mb4_bin"
+# PostgreSQL's deterministic collations already make = byte-exact; "C" also orders keys by
+# bytes (the claim's task_id tie-break, listings) whatever the database's locale, as on the
+# other backends.
+POSTGRES_KEY_COLLATION = "C"
 
 
 def key_type(length: int = 64) -> TypeEngine[str]:
-    return String(length).with_variant(
-        mysql.VARCHAR(length, collation=KEY_COLLATION), "mysql", "mariadb"
+    return (
+        String(length)
+        .with_variant(mysql.VARCHAR(length, collation=KEY_COLLATION), "mysql", "mariadb")
+        .with_variant(postgresql.VARCHAR(length, collation=POSTGRES_KEY_COLLATION), "postgresql")
     )
 
 
 def json_type() -> TypeEngine[Any]:
     # none_as_null: Python None is SQL NULL (so IS NULL finds it), not the JSON text 'null'.
-    return JSON(none_as_null=True)
+    # JSONB on PostgreSQL: parsed once on write, compact, comparable and indexable.
+    return JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 
 NOW = text("CURRENT_TIMESTAMP")

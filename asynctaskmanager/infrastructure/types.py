@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import TIMESTAMP, Dialect
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
@@ -25,11 +25,18 @@ class _SQLiteTimestamp(sqlite.DATETIME):
     __visit_name__ = "TIMESTAMP"
 
 
+# PostgreSQL's TIMESTAMP for the spec's: an instant (timestamptz), whole seconds like
+# MySQL's TIMESTAMP.
+POSTGRES_TIMESTAMP = postgresql.TIMESTAMP(timezone=True, precision=0)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """TIMESTAMP in UTC, whole seconds. Binds aware datetimes only; returns aware UTC.
 
-    The connection's time zone is pinned to +00:00 (see the dialect profiles), so the naive
-    values the drivers exchange are UTC on every server, whatever its own zone.
+    MySQL and SQLite store a wall-clock time: the connection's time zone is pinned to
+    +00:00 (see the dialect profiles), so the naive values the drivers exchange are UTC on
+    every server, whatever its own zone. PostgreSQL stores an instant (timestamptz): values
+    travel with their offset both ways, so no session time zone can shift one.
     """
 
     impl = TIMESTAMP
@@ -41,6 +48,8 @@ class UTCDateTime(TypeDecorator[datetime]):
                 # No regexp: values are read with datetime.fromisoformat, in C.
                 _SQLiteTimestamp(storage_format=_SQLITE_STORAGE)  # type: ignore[no-untyped-call]
             )
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(POSTGRES_TIMESTAMP)
         return dialect.type_descriptor(TIMESTAMP())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -48,11 +57,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("naive datetime reached the database layer")
-        return value.astimezone(_UTC).replace(tzinfo=None, microsecond=0)
+        instant = value.astimezone(_UTC).replace(microsecond=0)
+        return instant if dialect.name == "postgresql" else instant.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is not None:  # PostgreSQL's timestamptz, in the session's zone
+            return value.astimezone(_UTC)
         return value.replace(tzinfo=_UTC)
 
 

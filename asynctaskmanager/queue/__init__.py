@@ -2,7 +2,7 @@
 
 :class:`TaskQueue` (``service.py``) is the public API. The claim's SQL and its lock-order
 doctrine are in ``claim.py``, the guarded ends of an attempt in ``attempts.py``, retention
-in ``retention.py``.
+in ``retention.py``, waiting for work (LISTEN/NOTIFY or polling) in ``wakeup.py``.
 """
 
 from asynctaskmanager.queue.retention import PruneReport
@@ -13,6 +13,7 @@ from asynctaskmanager.queue.settings import (
     QueueSettings,
     SweepReport,
 )
+from asynctaskmanager.queue.wakeup import WorkWaiter
 
 __all__ = [
     "CompletionAndClaim",
@@ -21,4 +22,5 @@ __all__ = [
     "QueueSettings",
     "SweepReport",
     "TaskQueue",
+    "WorkWaiter",
 ]

@@ -38,7 +38,7 @@ from asynctaskmanager.domain.attempts import new_log
 from asynctaskmanager.domain.enums import LogType, TaskStatus, WorkerStatus
 from asynctaskmanager.domain.models import Task, restore
 from asynctaskmanager.errors import NotFoundError, StorageError
-from asynctaskmanager.infrastructure.expressions import db_now, filter_only
+from asynctaskmanager.infrastructure.expressions import database_clock, db_now, filter_only
 from asynctaskmanager.infrastructure.schema import task_config_table as cfg
 from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
@@ -204,7 +204,7 @@ def claim_statement(types: Sequence[str], limit: int, *, skip_locked: bool) -> S
             t.c.status == TaskStatus.PENDING.value,
             # One type is the common case; = binds cheaper than an expanding IN.
             t.c.task_type == types[0] if len(types) == 1 else t.c.task_type.in_(list(types)),
-            or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= func.current_timestamp()),
+            or_(t.c.scheduled_at.is_(None), t.c.scheduled_at <= database_clock()),
         )
         .order_by(t.c.priority.desc(), t.c.created_at, t.c.task_id)
         .limit(limit)

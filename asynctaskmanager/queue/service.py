@@ -51,6 +51,7 @@ from asynctaskmanager.queue.settings import (
     QueueSettings,
     SweepReport,
 )
+from asynctaskmanager.queue.wakeup import WorkWaiter, _WorkSignal
 from asynctaskmanager.queue.workers import (
     beat,
     find_overdue,
@@ -75,6 +76,21 @@ class TaskQueue:
     def __init__(self, runner: TransactionRunner, settings: QueueSettings) -> None:
         self._runner = runner
         self.settings = settings
+        self._signal = _WorkSignal(runner)
+
+    # --- waiting for work ------------------------------------------------------------------
+
+    def work_waiter(self, task_types: Sequence[str] | None = None) -> WorkWaiter:
+        """A waiter for new work (of ``task_types``; None: any), for a worker whose claim
+        came back empty: LISTEN/NOTIFY on PostgreSQL, polling with backoff elsewhere (see
+        :mod:`asynctaskmanager.queue.wakeup`). Make it before the first claim: from then on
+        no enqueue is missed."""
+        types = check.string_list("task_types", task_types, check.identifier)
+        return WorkWaiter(self._signal, types)
+
+    def close(self) -> None:
+        """Stop listening (PostgreSQL). :meth:`Storage.close` calls it."""
+        self._signal.close()
 
     # --- enqueue ---------------------------------------------------------------------------
 
@@ -115,6 +131,7 @@ class TaskQueue:
                 ),
                 savepoint=False,
             )
+            self._signal.notify(uow, types)  # delivered if, and when, this commits
             return tasks
 
         return self._run(work)

@@ -8,6 +8,12 @@ reuses idx_status and idx_created_at, so on SQLite the indexes take the table-sc
 that revision 0002 gives them on MySQL. SQLite has no ON UPDATE clause, so a trigger keeps
 task_config.updated_at current.
 
+PostgreSQL, like SQLite, scopes index names per schema and has no ON UPDATE clause: the same
+table-scoped names, and a trigger. Its types are the ones a PostgreSQL user expects (the
+README's deviations list gives the reasons): JSONB for JSON, timestamptz(0) for TIMESTAMP,
+and keys in the "C" collation, which compares and orders bytes as the other backends do.
+No PostgreSQL database predates this, so its whole schema is made here.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-27
@@ -19,6 +25,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -32,9 +39,27 @@ def _on_mysql() -> bool:
     return op.get_context().dialect.name in ("mysql", "mariadb")
 
 
+def _on_postgresql() -> bool:
+    return op.get_context().dialect.name == "postgresql"
+
+
+def _key() -> sa.String:
+    return sa.String(64, collation="C") if _on_postgresql() else sa.String(64)
+
+
+def _json() -> sa.types.TypeEngine[object]:
+    return postgresql.JSONB() if _on_postgresql() else sa.JSON()
+
+
+def _timestamp() -> sa.types.TypeEngine[object]:
+    if _on_postgresql():
+        return postgresql.TIMESTAMP(timezone=True, precision=0)
+    return sa.TIMESTAMP()
+
+
 def _current_timestamp_on_update() -> sa.TextClause:
-    """The spec's ``ON UPDATE CURRENT_TIMESTAMP`` where the server has it; SQLite gets a
-    trigger (below) instead."""
+    """The spec's ``ON UPDATE CURRENT_TIMESTAMP`` where the server has it; SQLite and
+    PostgreSQL get a trigger (below) instead."""
     if _on_mysql():
         return sa.text("CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP")
     return NOW
@@ -84,6 +109,24 @@ BEGIN
 END
 """
 
+# The same rule on PostgreSQL, before the row is written: only a real change that did not
+# set updated_at itself moves it.
+POSTGRES_UPDATED_AT_FUNCTION = """
+CREATE FUNCTION task_config_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at AND NEW IS DISTINCT FROM OLD THEN
+        NEW.updated_at := CURRENT_TIMESTAMP;
+    END IF;
+    RETURN NEW;
+END
+$$
+"""
+POSTGRES_UPDATED_AT_TRIGGER = """
+CREATE TRIGGER task_config_updated_at
+BEFORE UPDATE ON task_config
+FOR EACH ROW EXECUTE FUNCTION task_config_updated_at()
+"""
+
 
 def index_name(table: str, column: str) -> str:
     if _on_mysql():
@@ -94,30 +137,30 @@ def index_name(table: str, column: str) -> str:
 def upgrade() -> None:
     op.create_table(
         "task",
-        sa.Column("task_id", sa.String(64), primary_key=True),
-        sa.Column("task_type", sa.String(64), nullable=False),
+        sa.Column("task_id", _key(), primary_key=True),
+        sa.Column("task_type", _key(), nullable=False),
         sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("status", sa.String(32), nullable=False),
-        sa.Column("payload", sa.JSON),
-        sa.Column("result", sa.JSON),
+        sa.Column("payload", _json()),
+        sa.Column("result", _json()),
         sa.Column("error_message", sa.Text),
-        sa.Column("worker_id", sa.String(64)),
+        sa.Column("worker_id", _key()),
         sa.Column("retry_count", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("max_retry", sa.Integer, nullable=False, server_default=sa.text("3")),
         sa.Column("timeout", sa.Integer, nullable=False, server_default=sa.text("30")),
-        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
-        sa.Column("scheduled_at", sa.TIMESTAMP, nullable=True),
-        sa.Column("started_at", sa.TIMESTAMP, nullable=True),
-        sa.Column("completed_at", sa.TIMESTAMP, nullable=True),
+        sa.Column("created_at", _timestamp(), nullable=False, server_default=NOW),
+        sa.Column("scheduled_at", _timestamp(), nullable=True),
+        sa.Column("started_at", _timestamp(), nullable=True),
+        sa.Column("completed_at", _timestamp(), nullable=True),
         **MYSQL_TABLE,
     )
     op.create_table(
         "task_config",
-        sa.Column("task_type", sa.String(64), primary_key=True),
+        sa.Column("task_type", _key(), primary_key=True),
         sa.Column("task_name", sa.String(128), nullable=False),
         sa.Column("description", sa.Text),
         sa.Column("executor_type", sa.String(32), nullable=False),
-        sa.Column("executor_config", sa.JSON),
+        sa.Column("executor_config", _json()),
         sa.Column("default_timeout", sa.Integer, nullable=False, server_default=sa.text("30")),
         sa.Column("default_max_retry", sa.Integer, nullable=False, server_default=sa.text("3")),
         sa.Column("retry_strategy", sa.String(32), nullable=False),
@@ -125,10 +168,10 @@ def upgrade() -> None:
         sa.Column("backoff_rate", sa.Numeric(10, 2), nullable=False, server_default="2.00"),
         sa.Column("max_concurrent", sa.Integer, nullable=False, server_default=sa.text("10")),
         sa.Column("enabled", sa.Boolean, nullable=False, server_default="1"),
-        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        sa.Column("created_at", _timestamp(), nullable=False, server_default=NOW),
         sa.Column(
             "updated_at",
-            sa.TIMESTAMP,
+            _timestamp(),
             nullable=False,
             server_default=_current_timestamp_on_update(),
         ),
@@ -136,34 +179,39 @@ def upgrade() -> None:
     )
     op.create_table(
         "task_log",
-        sa.Column("log_id", sa.String(64), primary_key=True),
-        sa.Column("task_id", sa.String(64), nullable=False),
+        sa.Column("log_id", _key(), primary_key=True),
+        sa.Column("task_id", _key(), nullable=False),
         sa.Column("log_type", sa.String(32), nullable=False),
         sa.Column("from_status", sa.String(32)),
         sa.Column("to_status", sa.String(32)),
         sa.Column("message", sa.Text),
-        sa.Column("details", sa.JSON),
-        sa.Column("created_at", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        sa.Column("details", _json()),
+        sa.Column("created_at", _timestamp(), nullable=False, server_default=NOW),
         **MYSQL_TABLE,
     )
     op.create_table(
         "worker",
-        sa.Column("worker_id", sa.String(64), primary_key=True),
+        sa.Column("worker_id", _key(), primary_key=True),
         sa.Column("worker_name", sa.String(128), nullable=False),
         sa.Column("address", sa.String(256), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("capacity", sa.Integer, nullable=False, server_default=sa.text("10")),
         sa.Column("current_load", sa.Integer, nullable=False, server_default=sa.text("0")),
-        sa.Column("supported_types", sa.JSON),
-        sa.Column("last_heartbeat", sa.TIMESTAMP, nullable=False, server_default=NOW),
+        sa.Column("supported_types", _json()),
+        sa.Column("last_heartbeat", _timestamp(), nullable=False, server_default=NOW),
         **MYSQL_TABLE,
     )
     for table, column in SPEC_INDEXES:
         op.create_index(index_name(table, column), table, [column])
     if op.get_context().dialect.name == "sqlite":
         op.execute(SQLITE_UPDATED_AT_TRIGGER)
+    if _on_postgresql():
+        op.execute(POSTGRES_UPDATED_AT_FUNCTION)
+        op.execute(POSTGRES_UPDATED_AT_TRIGGER)
 
 
 def downgrade() -> None:
     for table in ("worker", "task_log", "task_config", "task"):
-        op.drop_table(table)
+        op.drop_table(table)  # with its triggers
+    if _on_postgresql():
+        op.execute("DROP FUNCTION task_config_updated_at()")

@@ -104,10 +104,14 @@ def test_chinese_and_emoji_round_trip_in_every_column_kind(storage: Storage) -> 
 def test_stored_json_is_readable_text_for_the_database(storage: Storage) -> None:
     """The JSON is stored as UTF-8 text, not as \\u escapes, and the database can query it."""
     storage.tasks.create(Task("t", CHINESE_JSON, task_id="json-1"))
-    raw = scalar(storage, "SELECT payload FROM task WHERE task_id = 'json-1'")
+    # psycopg returns JSONB parsed; its ::text is the stored document.
+    as_text = "payload::text" if storage.engine.dialect.name == "postgresql" else "payload"
+    raw = scalar(storage, f"SELECT {as_text} FROM task WHERE task_id = 'json-1'")
     assert "张三" in raw and "🎉" in raw and "\\u" not in raw
     if storage.engine.dialect.name == "sqlite":
         sql = "SELECT json_extract(payload, '$.\"名字\"') FROM task"
+    elif storage.engine.dialect.name == "postgresql":
+        sql = "SELECT payload ->> '名字' FROM task"
     else:
         sql = "SELECT JSON_UNQUOTE(JSON_EXTRACT(payload, '$.\"名字\"')) FROM task"
     assert scalar(storage, sql) == "张三"
@@ -219,7 +223,8 @@ def test_microseconds_are_dropped_the_same_way_everywhere(storage: Storage) -> N
     stored = storage.tasks.get("us")
     assert stored.created_at == INSTANT and stored.started_at == INSTANT
     raw = scalar(storage, "SELECT started_at FROM task WHERE task_id = 'us'")
-    assert str(raw) in ("2024-03-01 04:00:00", "2024-03-01 04:00:00.000000")
+    # PostgreSQL's timestamptz comes back as an instant, in the session's zone (UTC).
+    assert str(raw) in ("2024-03-01 04:00:00", "2024-03-01 04:00:00.000000", f"{INSTANT}")
     # Same-second rows tie the same way on every backend: task_id decides.
     for suffix in ("b", "a", "c"):
         storage.tasks.create(
@@ -372,3 +377,44 @@ def test_an_init_command_given_twice_in_the_url_is_a_configuration_error() -> No
     url = "mysql://root@127.0.0.1/test?init_command=SET+a%3D1&init_command=SET+b%3D2"
     with pytest.raises(ConfigurationError, match="init_command"):
         open_storage(url)
+
+
+# --- PostgreSQL: timestamptz holds the instant; no session zone shifts it ----------------------
+
+
+@pytest.mark.postgres
+def test_postgres_session_zone_cannot_shift_an_instant(
+    postgres_storage: Storage, postgres_database_url: URL
+) -> None:
+    # A URL that asks for another zone: the library's options come last and win.
+    url = postgres_database_url.update_query_dict({"options": "-c timezone=Asia/Shanghai"})
+    storage = open_storage(url)
+    try:
+        assert scalar(storage, "SHOW TimeZone") == "UTC"
+        storage.tasks.create(Task("t", task_id="pg8", created_at=INSTANT.astimezone(PLUS8)))
+        assert storage.tasks.get("pg8").created_at == INSTANT
+    finally:
+        storage.close()
+    # A plain session in +08:00 sees the same instant, shown in its own zone, and rows it
+    # writes in its wall time read back as the instant it meant.
+    engine = create_engine(postgres_database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SET TimeZone = 'Asia/Shanghai'"))
+            shown, epoch = connection.execute(
+                text(
+                    "SELECT created_at::text, extract(epoch FROM created_at) FROM task "
+                    "WHERE task_id = 'pg8'"
+                )
+            ).one()
+            assert shown == "2024-03-01 12:00:00+08"
+            assert int(epoch) == int(INSTANT.timestamp())
+            connection.execute(
+                text(
+                    "INSERT INTO task (task_id, task_type, status, created_at) "
+                    "VALUES ('by8', 't', 'pending', '2024-03-01 12:00:00')"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert postgres_storage.tasks.get("by8").created_at == INSTANT

@@ -18,6 +18,7 @@ from asynctaskmanager import (
     ExecutorType,
     LogType,
     MySQLConfig,
+    PostgresConfig,
     Storage,
     Task,
     TaskConfig,
@@ -184,19 +185,24 @@ def test_rejected_writes_leave_the_database_unchanged(storage: Storage) -> None:
 SESSIONS_SQL = "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE()"
 
 
-@pytest.mark.mysql
-def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> None:
-    config = MySQLConfig(
-        user=mysql_database_url.username or "root",
-        password=mysql_database_url.password or "",
-        database=mysql_database_url.database or "",
-        host=mysql_database_url.host or "localhost",
-        port=mysql_database_url.port or 3306,
+def small_pool(kind: type[MySQLConfig] | type[PostgresConfig], url: URL) -> Storage:
+    """A storage through ``kind`` for the database ``url`` names: 3 open, 1 idle, 5 minutes."""
+    config = kind(
+        user=url.username or "",
+        password=url.password or "",
+        database=url.database or "",
+        host=url.host or "localhost",
+        port=url.port or kind.port,
         max_open=3,
         max_idle=1,
         max_life=timedelta(minutes=5),
     )
-    storage = open_storage(config)
+    return open_storage(config)
+
+
+@pytest.mark.mysql
+def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> None:
+    storage = small_pool(MySQLConfig, mysql_database_url)
     pool = storage.engine.pool
     assert isinstance(pool, QueuePool)
     assert (pool.size(), pool._max_overflow, pool._recycle) == (1, 2, 300)
@@ -224,6 +230,26 @@ def test_mysql_config_opens_a_pool_with_its_limits(mysql_database_url: URL) -> N
         assert remaining <= baseline  # the probe's own connection replaces the closed pool's
     finally:
         probe.close()
+
+
+@pytest.mark.postgres
+def test_postgres_config_opens_a_pool_with_its_limits(postgres_database_url: URL) -> None:
+    storage = small_pool(PostgresConfig, postgres_database_url)
+    try:
+        assert storage.backend == "postgresql"
+        pool = storage.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert (pool.size(), pool._max_overflow, pool._recycle) == (1, 2, 300)
+        held = [storage.engine.connect() for _ in range(3)]  # max_open connections at once
+        try:
+            for connection in held:
+                assert connection.execute(text("SHOW TimeZone")).scalar_one() == "UTC"
+        finally:
+            for connection in held:
+                connection.close()
+        assert pool.checkedin() == 1  # only max_idle stay open while idle
+    finally:
+        storage.close()
 
 
 # --- values that get past the entities' checks are still refused as invalid values -----------

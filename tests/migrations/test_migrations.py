@@ -71,12 +71,32 @@ def describe(engine: Engine) -> dict[str, Any]:
                 )
             ).all()
             schema["__ddl__"] = sorted(tuple(row) for row in rows)
+        elif engine.dialect.name == "postgresql":
+            # What the inspector leaves out: index definitions (DESC), key collations,
+            # triggers and their functions.
+            rows = connection.execute(text(POSTGRES_DDL)).all()
+            schema["__ddl__"] = sorted(tuple(row) for row in rows)
         else:
             schema["__ddl__"] = {
                 table: connection.exec_driver_sql(f"SHOW CREATE TABLE `{table}`").one()[1]
                 for table in list(schema)
             }
     return schema
+
+
+POSTGRES_DDL = """
+SELECT 'index', indexname, indexdef FROM pg_indexes
+WHERE schemaname = current_schema() AND tablename <> 'alembic_version'
+UNION ALL
+SELECT 'collation', table_name || '.' || column_name, collation_name
+FROM information_schema.columns
+WHERE table_schema = current_schema() AND collation_name IS NOT NULL
+UNION ALL
+SELECT 'trigger', tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL
+SELECT 'function', proname, pg_get_functiondef(oid) FROM pg_proc
+WHERE pronamespace = current_schema()::regnamespace
+"""
 
 
 def run_check(engine: Engine) -> None:
@@ -156,7 +176,7 @@ def test_check_reports_no_drift_at_head_and_sees_drift(engine_for: Engine) -> No
 
 
 def _on_table(engine: Engine, table: str) -> str:
-    return f" ON {table}" if engine.dialect.name != "sqlite" else ""
+    return f" ON {table}" if engine.dialect.name not in ("sqlite", "postgresql") else ""
 
 
 def test_downgrade_base_leaves_no_tables(engine_for: Engine) -> None:
@@ -175,6 +195,10 @@ def test_downgrade_base_leaves_no_tables(engine_for: Engine) -> None:
                 )
             ).all()
         assert leftovers == []
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            leftovers = connection.execute(text(POSTGRES_DDL)).all()
+        assert leftovers == []
 
 
 def test_claim_index_keeps_priority_descending(engine_for: Engine) -> None:
@@ -185,6 +209,17 @@ def test_claim_index_keeps_priority_descending(engine_for: Engine) -> None:
         if engine.dialect.name == "sqlite":
             rows = connection.exec_driver_sql("PRAGMA index_xinfo('ix_task_claim')").all()
             directions = {row[2]: bool(row[3]) for row in rows if row[2] is not None}
+        elif engine.dialect.name == "postgresql":
+            rows = connection.execute(
+                text(
+                    "SELECT a.attname, (key.option & 1) = 1 FROM pg_index i "
+                    "CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indoption::int2[]) "
+                    "AS key(attnum, option) "
+                    "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = key.attnum "
+                    "WHERE i.indexrelid = 'ix_task_claim'::regclass"
+                )
+            ).all()
+            directions = {row[0]: row[1] for row in rows}
         else:
             version = engine.dialect.server_version_info or (0,)
             if getattr(engine.dialect, "is_mariadb", False) and version < (10, 8):

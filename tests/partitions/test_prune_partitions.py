@@ -20,8 +20,7 @@ from asynctaskmanager import (
 )
 from asynctaskmanager.partitions import enable, id_at, rotate
 from asynctaskmanager.partitions.catalogue import is_partitioned
-from asynctaskmanager.partitions.lease import Lease
-from asynctaskmanager.partitions.lease import LEASE_NAME, LEASE_SECONDS
+from asynctaskmanager.partitions.lease import LEASE_NAME, LEASE_SECONDS, Lease
 from asynctaskmanager.partitions.months import add_months, partition_name, ulid_prefix
 from tests.conftest import mysql_only
 from tests.partitions.test_mysql_partitions import (

@@ -1,4 +1,4 @@
-"""Many workers at once: processes on MariaDB and on an SQLite file, threads on memory.
+"""Many workers at once: processes on MariaDB, PostgreSQL and an SQLite file, threads on memory.
 
 Each run checks that every task was claimed once and completed once (from the workers'
 own records and from the task log), that no error reached a worker, that capacity and
@@ -294,17 +294,25 @@ def run_threads(threads: list[threading.Thread], storage: Storage, start: thread
     return time.monotonic() - began
 
 
-@pytest.mark.mysql
-def test_mariadb_processes_complete_every_task_once(
-    mysql_storage: Storage, mysql_database_url: URL
+SERVERS = [
+    pytest.param("mysql", marks=pytest.mark.mysql),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.mark.parametrize("backend", SERVERS)
+def test_server_processes_complete_every_task_once(
+    request: pytest.FixtureRequest, backend: str
 ) -> None:
+    storage: Storage = request.getfixturevalue(f"{backend}_storage")
+    url: URL = request.getfixturevalue(f"{backend}_database_url")
     tasks, workers, capacity = 5000, 8, 4
-    prepare(mysql_storage, tasks)
-    with direct_reader(mysql_database_url) as execute, Sampler(execute) as sampler:
-        reports, seconds = run_processes(mysql_database_url, workers, capacity)
+    prepare(storage, tasks)
+    with direct_reader(url) as execute, Sampler(execute) as sampler:
+        reports, seconds = run_processes(url, workers, capacity)
     assert sampler.error is None
-    check_outcome(mysql_storage, reports, tasks, sampler.samples)
-    report_figures("mariadb, processes", reports, tasks, seconds, sampler.samples)
+    check_outcome(storage, reports, tasks, sampler.samples)
+    report_figures(f"{backend}, processes", reports, tasks, seconds, sampler.samples)
 
 
 def test_sqlite_file_processes_complete_every_task_once(
@@ -339,15 +347,17 @@ def test_memory_threads_complete_every_task_once(memory_storage: Storage) -> Non
     report_figures("memory, threads", reports, tasks, seconds, sampler.samples)
 
 
-@pytest.mark.mysql
-def test_mariadb_without_skip_locked_falls_back_correctly(
-    mysql_storage: Storage, mysql_database_url: URL
+@pytest.mark.parametrize("backend", SERVERS)
+def test_server_without_skip_locked_falls_back_correctly(
+    request: pytest.FixtureRequest, backend: str
 ) -> None:
     """Servers without SKIP LOCKED get a plain FOR UPDATE: still no double claim."""
+    storage: Storage = request.getfixturevalue(f"{backend}_storage")
+    url: URL = request.getfixturevalue(f"{backend}_database_url")
     tasks, workers, capacity = 600, 6, 4
-    prepare(mysql_storage, tasks)
-    profile = replace(mysql_storage.profile, supports_skip_locked=lambda _dialect: False)
-    fallback = Storage(Database(mysql_storage.engine, profile))
+    prepare(storage, tasks)
+    profile = replace(storage.profile, supports_skip_locked=lambda _dialect: False)
+    fallback = Storage(Database(storage.engine, profile))
     sql: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -366,24 +376,26 @@ def test_mariadb_without_skip_locked_falls_back_correctly(
         for i in range(workers)
     ]
     try:
-        with direct_reader(mysql_database_url) as execute, Sampler(execute) as sampler:
+        with direct_reader(url) as execute, Sampler(execute) as sampler:
             seconds = run_threads(threads, fallback, start)
     finally:
         event.remove(fallback.engine, "before_cursor_execute", record)
     assert sql and not any("SKIP LOCKED" in statement for statement in sql)
-    check_outcome(mysql_storage, reports, tasks, sampler.samples)
-    report_figures("mariadb, threads, no SKIP LOCKED", reports, tasks, seconds, sampler.samples)
+    check_outcome(storage, reports, tasks, sampler.samples)
+    report_figures(f"{backend}, threads, no SKIP LOCKED", reports, tasks, seconds, sampler.samples)
 
 
 # --- a worker killed while holding tasks ---------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.mark.parametrize("backend", ["sqlite", *SERVERS])
 def test_killed_worker_tasks_are_taken_back_and_completed_once(
     request: pytest.FixtureRequest, backend: str
 ) -> None:
     storage: Storage = request.getfixturevalue(f"{backend}_storage")
-    url: URL = request.getfixturevalue("mysql_database_url" if backend == "mysql" else "sqlite_url")
+    url: URL = request.getfixturevalue(
+        "sqlite_url" if backend == "sqlite" else f"{backend}_database_url"
+    )
     prepare(storage, 0)
     queue = TaskQueue(storage.runner, SHORT_HEARTBEATS)
     # Long timeouts: only the missed heartbeats can bring these tasks back.
@@ -517,4 +529,35 @@ def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
     [row] = rows
     assert row["key"] == "ix_task_claim"
     assert "filesort" not in (row["Extra"] or "")
+    assert sql.endswith("FOR UPDATE SKIP LOCKED")
+
+
+@pytest.mark.postgres
+def test_postgres_claim_query_walks_the_claim_index_without_a_sort(
+    postgres_storage: Storage,
+) -> None:
+    storage = postgres_storage
+    prepare(storage, 3000)
+
+    def age(uow: Any) -> None:
+        ids = list(
+            uow.connection.execute(select(t.c.task_id).order_by(t.c.task_id).limit(1000)).scalars()
+        )
+        uow.connection.execute(
+            update(t).where(t.c.task_id.in_(ids[:700])).values(status="completed")
+        )
+        uow.connection.execute(
+            update(t).where(t.c.task_id.in_(ids[700:800])).values(status="running")
+        )
+
+    storage.run(age)
+    with storage.engine.connect() as connection:
+        connection.execute(text("ANALYZE task"))
+        connection.commit()
+    statement = claim_statement([LIMITED, OPEN], 10, skip_locked=True)
+    plan = storage.run(lambda uow: [row[0] for row in uow.connection.execute(Explain(statement))])
+    print("\n[EXPLAIN]", "\n".join(plan))
+    assert any("ix_task_claim" in line for line in plan)
+    assert not any("Sort" in line for line in plan)
+    sql = " ".join(str(statement.compile(storage.engine)).split())
     assert sql.endswith("FOR UPDATE SKIP LOCKED")

@@ -165,7 +165,14 @@ def _sweep_until_stable(storage: Storage) -> int:
         assert time.monotonic() < deadline, f"{running} tasks still running after sweeps"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
 def test_sigkilled_workers_lose_nothing_and_double_nothing(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:

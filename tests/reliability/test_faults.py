@@ -1,4 +1,5 @@
-"""Connection faults on MySQL/MariaDB: KILL, KILL QUERY, lock-wait timeouts, deadlocks, restarts.
+"""Connection faults on MySQL/MariaDB and PostgreSQL: KILL (pg_terminate_backend), KILL QUERY
+(pg_cancel_backend), lock-wait timeouts, deadlocks, and (MySQL) restarts.
 
 The rule under test: an operation hit by a fault is retried transparently or raises
 :class:`TransientStorageError` (typed, with the driver error as its cause); it never leaves a
@@ -15,10 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, Connection, create_engine, event, text
+from sqlalchemy import URL, Connection, create_engine, event, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -36,20 +38,32 @@ from asynctaskmanager import (
     open_storage,
 )
 from asynctaskmanager.domain.enums import LogType
-from asynctaskmanager.infrastructure.dialects import mysql as mysql_dialect
+from asynctaskmanager.infrastructure.dialects import pooling
+from asynctaskmanager.infrastructure.expressions import db_now
+from asynctaskmanager.infrastructure.schema import task_table as task_t
+from asynctaskmanager.infrastructure.schema import worker_table as worker_t
 from tests.conftest import empty_tables
 from tests.support.faults import (
     Adversary,
     ConnectionKiller,
     Point,
+    connection_id,
     consistency_violations,
-    mysql_thread_id,
     on_points,
     report,
     snapshot,
 )
 
-pytestmark = pytest.mark.mysql
+SERVERS = [
+    pytest.param("mysql", marks=pytest.mark.mysql),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+# What each server says when a connection is killed while in use (MySQL: killed, gone away,
+# lost; PostgreSQL: admin_shutdown, or psycopg finding the link dead, without a SQLSTATE),
+# and when a lock wait times out.
+KILLED: dict[str, set[object]] = {"mysql": {1927, 2006, 2013}, "postgresql": {"57P01", None}}
+LOCK_WAIT_TIMEOUT = {"mysql": 1205, "postgresql": "55P03"}
 
 
 class CountingRetry(TransactionRetry):
@@ -64,11 +78,14 @@ class CountingRetry(TransactionRetry):
         super().pause(attempt)
 
 
-def driver_code(error: BaseException) -> int | None:
-    """The MySQL error number at the bottom of ``error``'s cause chain."""
+def driver_code(error: BaseException) -> int | str | None:
+    """The MySQL error number, or the PostgreSQL SQLSTATE, at the bottom of ``error``'s cause
+    chain."""
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, DBAPIError):
+            if type(cause.orig).__module__.startswith("psycopg"):
+                return getattr(cause.orig, "sqlstate", None)
             args = getattr(cause.orig, "args", ())
             return args[0] if args and isinstance(args[0], int) else None
         cause = cause.__cause__
@@ -83,9 +100,15 @@ def seed(storage: Storage) -> None:
     storage.queue.register_worker(Worker("w1", "worker one", "10.0.0.1:1", capacity=5))
 
 
+@pytest.fixture(params=SERVERS)
+def server_url(request: pytest.FixtureRequest) -> URL:
+    """The session's migrated database on each server."""
+    return request.getfixturevalue(f"{request.param}_database_url")  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def killer(mysql_database_url: URL) -> Iterator[ConnectionKiller]:
-    killer = ConnectionKiller(mysql_database_url)
+def killer(server_url: URL) -> Iterator[ConnectionKiller]:
+    killer = ConnectionKiller(server_url)
     try:
         yield killer
     finally:
@@ -95,20 +118,25 @@ def killer(mysql_database_url: URL) -> Iterator[ConnectionKiller]:
 def open_faulty(url: URL, attempts: int = 4, lock_wait: int | None = None) -> Storage:
     storage = open_storage(url, retry=CountingRetry(attempts))
     if lock_wait is not None:
+        if storage.engine.dialect.name == "postgresql":
+            setting = f"SET lock_timeout = {int(lock_wait) * 1000}"
+        else:
+            setting = f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait)}"
 
         @event.listens_for(storage.engine, "connect")
         def _short_lock_wait(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait)}")
+            cursor.execute(setting)
             cursor.close()
+            dbapi_connection.commit()  # PostgreSQL: a SET in a rolled-back transaction is undone
 
     seed(storage)
     return storage
 
 
 @pytest.fixture
-def faulty(mysql_database_url: URL) -> Iterator[Storage]:
-    storage = open_faulty(mysql_database_url)
+def faulty(server_url: URL) -> Iterator[Storage]:
+    storage = open_faulty(server_url)
     try:
         yield storage
     finally:
@@ -129,7 +157,7 @@ def test_kill_between_statements_is_retried_and_applied_once(
     connections: list[int] = []
 
     def work(uow: Any) -> None:
-        connections.append(uow.connection.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+        connections.append(connection_id(uow.connection))
         uow.tasks.create(Task("t", task_id="k1"))
         if len(connections) == 1:
             assert killer.kill(connections[0])
@@ -151,9 +179,9 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 
     def work(uow: Any) -> None:
         attempts.append(1)
-        connection_id = uow.connection.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+        victim = connection_id(uow.connection)
         uow.tasks.create(Task("t", task_id=f"x{len(attempts)}"))
-        killer.kill(connection_id)
+        killer.kill(victim)
         uow.connection.execute(text("SELECT 1"))
 
     before = snapshot(faulty)
@@ -161,7 +189,7 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
         faulty.run(work)
     assert len(attempts) == faulty.retry.attempts == 4
     assert not info.value.outcome_unknown
-    assert driver_code(info.value) in {1927, 2006, 2013}
+    assert driver_code(info.value) in KILLED[faulty.backend]
     assert snapshot(faulty) == before
     # The same object, no restart: the next operation goes through.
     task = faulty.queue.enqueue("t", task_id="after")
@@ -171,15 +199,15 @@ def test_every_attempt_killed_surfaces_a_typed_error_and_the_storage_recovers(
 def test_killed_idle_pooled_connection_is_replaced_silently(
     faulty: Storage, killer: ConnectionKiller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mysql_dialect, "PING_AFTER_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(pooling, "PING_AFTER_IDLE_SECONDS", 0.2)
     with faulty.engine.connect() as connection:
-        pooled = mysql_thread_id(connection)
+        pooled = connection_id(connection)
     assert killer.kill(pooled)
     time.sleep(0.3)
     faulty.queue.enqueue("t", task_id="p1")  # no error: the ping replaces the dead connection
     assert retries(faulty).pauses == 0
     with faulty.engine.connect() as connection:
-        assert mysql_thread_id(connection) != pooled
+        assert connection_id(connection) != pooled
 
 
 def test_killed_busy_pooled_connection_costs_one_silent_rerun(
@@ -188,7 +216,7 @@ def test_killed_busy_pooled_connection_costs_one_silent_rerun(
     # Returned a moment ago, so not pinged: the first statement finds the link dead, and the
     # unit of work reruns on a fresh connection. Nothing reaches the caller.
     with faulty.engine.connect() as connection:
-        pooled = mysql_thread_id(connection)
+        pooled = connection_id(connection)
     assert killer.kill(pooled)
     task = faulty.queue.enqueue("t", task_id="p1")
     assert retries(faulty).pauses == 1
@@ -220,8 +248,10 @@ def _stale(storage: Storage) -> Task:
     """A task running on worker w1 whose heartbeat and start are an hour old."""
     task = _claimed(storage, timeout=5)
     with storage.engine.begin() as connection:
-        connection.execute(text("UPDATE worker SET last_heartbeat = NOW() - INTERVAL 1 HOUR"))
-        connection.execute(text("UPDATE task SET started_at = NOW() - INTERVAL 1 HOUR"))
+        # The database's clock, moved back in Python: date arithmetic differs per server.
+        past = connection.execute(select(db_now())).scalar_one() - timedelta(hours=1)
+        connection.execute(update(worker_t).values(last_heartbeat=past))
+        connection.execute(update(task_t).values(started_at=past))
     return task
 
 
@@ -313,11 +343,11 @@ def _breaks_a_commit(points: list[Point], index: int) -> bool:
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.name)
 def test_kill_at_every_statement_point(
     request: pytest.FixtureRequest,
-    mysql_database_url: URL,
+    server_url: URL,
     killer: ConnectionKiller,
     operation: Operation,
 ) -> None:
-    storage = open_faulty(mysql_database_url)
+    storage = open_faulty(server_url)
     try:
         points = _points_of(storage, operation)
         assert points, "the operation ran no statement"
@@ -331,7 +361,7 @@ def test_kill_at_every_statement_point(
                 connection: Connection, at: int, _point: Point, index: int = index
             ) -> None:
                 if at == index:
-                    assert killer.kill(mysql_thread_id(connection))
+                    assert killer.kill(connection_id(connection))
 
             where = f"{operation.name}: KILL at point {index} of {len(points)} {point}"
             try:
@@ -358,8 +388,8 @@ def test_kill_at_every_statement_point(
         kills = sum(outcomes.values())
         report(
             request.config,
-            f"KILL {operation.name}: {kills} points, {outcomes['retried']} retried, "
-            f"{outcomes['raised']} raised (COMMIT), violations 0",
+            f"KILL {storage.backend} {operation.name}: {kills} points, "
+            f"{outcomes['retried']} retried, {outcomes['raised']} raised (COMMIT), violations 0",
         )
     finally:
         storage.close()
@@ -373,7 +403,7 @@ def test_kill_at_commit_is_reported_not_retried_and_nothing_is_half_applied(
 
     def kill_at_commit(connection: Connection, _at: int, point: Point) -> None:
         if point[0] == "commit":
-            killer.kill(mysql_thread_id(connection))
+            killer.kill(connection_id(connection))
 
     with on_points(faulty.engine, kill_at_commit), pytest.raises(TransientStorageError) as info:
         faulty.queue.complete(task, {"done": True})
@@ -389,16 +419,17 @@ def test_kill_at_commit_is_reported_not_retried_and_nothing_is_half_applied(
 
 
 def test_kill_query_while_waiting_for_a_lock_is_retried(
-    mysql_database_url: URL, faulty: Storage, killer: ConnectionKiller
+    server_url: URL, faulty: Storage, killer: ConnectionKiller
 ) -> None:
-    """KILL QUERY (1317) interrupts one statement; the unit of work is rolled back and rerun."""
+    """KILL QUERY (1317) or pg_cancel_backend (57014) interrupts one statement; the unit of
+    work is rolled back and rerun."""
     task = _claimed(faulty)
-    other = create_engine(mysql_database_url)
+    other = create_engine(server_url)
     victim: list[int] = []
 
     def note(connection: Connection, _at: int, point: Point) -> None:
         if point == ("before", "UPDATE task") and not victim:
-            victim.append(mysql_thread_id(connection))
+            victim.append(connection_id(connection))
 
     def hold(connection: Connection, adversary: Adversary) -> None:
         connection.execute(text("SELECT * FROM task WHERE task_id = 'job' FOR UPDATE"))
@@ -437,10 +468,10 @@ def _holder(statement: str, seconds: float) -> Callable[[Connection, Adversary],
 
 
 def test_lock_wait_timeouts_are_retried_within_the_bound_then_typed(
-    mysql_database_url: URL,
+    server_url: URL,
 ) -> None:
-    storage = open_faulty(mysql_database_url, attempts=3, lock_wait=1)
-    other = create_engine(mysql_database_url)
+    storage = open_faulty(server_url, attempts=3, lock_wait=1)
+    other = create_engine(server_url)
     try:
         task = _claimed(storage)
         before = snapshot(storage)
@@ -451,7 +482,7 @@ def test_lock_wait_timeouts_are_retried_within_the_bound_then_typed(
         with pytest.raises(TransientStorageError) as info:
             storage.queue.complete(task, {"done": True})
         elapsed = time.monotonic() - started
-        assert driver_code(info.value) == 1205
+        assert driver_code(info.value) == LOCK_WAIT_TIMEOUT[storage.backend]
         assert not info.value.outcome_unknown
         assert retries(storage).pauses == storage.retry.attempts - 1 == 2
         assert 3 <= elapsed < 8  # three waits of one second, not the holder's eight
@@ -467,10 +498,10 @@ def test_lock_wait_timeouts_are_retried_within_the_bound_then_typed(
 
 
 def test_lock_released_during_the_retries_lets_the_operation_through(
-    mysql_database_url: URL,
+    server_url: URL,
 ) -> None:
-    storage = open_faulty(mysql_database_url, attempts=4, lock_wait=1)
-    other = create_engine(mysql_database_url)
+    storage = open_faulty(server_url, attempts=4, lock_wait=1)
+    other = create_engine(server_url)
     try:
         task = _claimed(storage)
         adversary = Adversary(
@@ -527,12 +558,15 @@ def _deadlock_at_release(
     return action, adversaries
 
 
+@pytest.mark.mysql
 @pytest.mark.parametrize("every_attempt", [False, True], ids=["once", "every-attempt"])
-def test_deadlock_is_retried_then_typed(
-    mysql_database_url: URL, killer: ConnectionKiller, every_attempt: bool
-) -> None:
+def test_deadlock_is_retried_then_typed(mysql_database_url: URL, every_attempt: bool) -> None:
+    """MySQL only: InnoDB picks the victim by the work done, so the adversary's twenty rows
+    make ours the victim. PostgreSQL cancels the waiter whose deadlock_timeout ends first,
+    the adversary here; our own deadlocks are tested below on both."""
     storage = open_faulty(mysql_database_url, attempts=3)
     other = create_engine(mysql_database_url)
+    killer = ConnectionKiller(mysql_database_url)
     try:
         task = _claimed(storage)
         before = snapshot(storage)
@@ -558,6 +592,7 @@ def test_deadlock_is_retried_then_typed(
     finally:
         storage.close()
         other.dispose()
+        killer.close()
 
 
 def test_two_units_of_work_locking_in_opposite_orders_both_commit(faulty: Storage) -> None:
@@ -638,6 +673,7 @@ def _heartbeat_fails(storage: Storage) -> bool:
     return False
 
 
+@pytest.mark.mysql
 @pytest.mark.restart
 def test_server_restart_between_operations_recovers_by_itself(mysql_server_url: URL) -> None:
     """Stops and starts the server (commands from the environment), so it is deselected by

@@ -116,9 +116,22 @@ def test_injection_ids_are_stored_and_found_literally(storage: Storage) -> None:
     assert storage.tasks.find(ID_INJECTIONS[0]) is None
 
 
+def storable(storage: Storage, text: str) -> bool:
+    """PostgreSQL's text and jsonb cannot hold U+0000; the other backends store it."""
+    return not (storage.backend == "postgresql" and "\x00" in text)
+
+
 def test_injection_text_and_json_round_trip_literally(storage: Storage) -> None:
     for n, text in enumerate(INJECTIONS):
         task_type = f"type-{n}"
+        if not storable(storage, text):
+            # Refused by psycopg before it is sent, as a ValidationError, and nothing stored.
+            with pytest.raises(ValidationError):
+                storage.task_configs.create(_config(task_type, description=text))
+            with pytest.raises(ValidationError):
+                storage.queue.enqueue("type-0", {"k": text})
+            assert storage.task_configs.find(task_type) is None
+            continue
         storage.task_configs.create(
             _config(
                 task_type,
@@ -140,6 +153,8 @@ def test_injection_text_and_json_round_trip_literally(storage: Storage) -> None:
         storage.task_logs.create(TaskLog(task.task_id, LogType.INFO, message=text, details=[text]))
 
     for n, text in enumerate(INJECTIONS):
+        if not storable(storage, text):
+            continue
         config = storage.task_configs.get(f"type-{n}")
         assert (config.task_name, config.description) == (text[:128] or "x", text)
         assert config.executor_config == {text: text, "list": [text]}
@@ -155,7 +170,7 @@ def test_injection_text_and_json_round_trip_literally(storage: Storage) -> None:
         assert [(log.message, log.details) for log in info if log.log_type is LogType.INFO] == [
             (text, [text])
         ]
-    total = len(INJECTIONS)
+    total = sum(storable(storage, text) for text in INJECTIONS)
     counts = row_counts(storage)
     assert counts["task"] == counts["worker"] == counts["task_config"] == total
     assert counts["task_log"] == total * 4  # created, claimed, final transition, info

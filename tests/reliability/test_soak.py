@@ -2,15 +2,16 @@
 
 Each process enqueues, claims, completes, fails, cancels, heartbeats and sweeps at random.
 Meanwhile this process injects faults: it KILLs a random connection of the soak database
-(MySQL) from a side thread, and SIGKILLs a random worker process, which is respawned (under
-its old worker id half of the time, so that re-registration takes its tasks back).
+(MySQL; pg_terminate_backend on PostgreSQL) from a side thread, and SIGKILLs a random worker
+process, which is respawned (under its old worker id half of the time, so that
+re-registration takes its tasks back).
 
 Afterwards, with every process stopped and the sweep run until nothing moves: no task
 completed twice, no attempt claimed twice, no enqueued task lost, every status change has
 its log row, and every worker's load is its running-task count.
 
 Deselected by default. ``ASYNCTASK_SOAK_SECONDS`` (default 120) is the whole run, split
-evenly between the SQLite file and MySQL::
+evenly between the SQLite file, MySQL and PostgreSQL::
 
     ASYNCTASK_TEST_MYSQL_URL=mysql://root@127.0.0.1/test pytest -m soak            # 2 min
     ASYNCTASK_SOAK_SECONDS=1800 ASYNCTASK_TEST_MYSQL_URL=... pytest -m soak        # 30 min
@@ -52,7 +53,7 @@ from tests.support.faults import (
 )
 
 SECONDS = float(os.environ.get("ASYNCTASK_SOAK_SECONDS", "120"))
-BACKENDS = 2
+BACKENDS = 3  # sqlite, mysql, postgres
 ACTORS = 8
 
 
@@ -118,14 +119,21 @@ def _sweep_until_stable(storage: Storage) -> int:
 
 @pytest.mark.soak
 @pytest.mark.concurrency
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
 def test_soak_with_random_faults(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
     duration = SECONDS / BACKENDS
     storage, database = open_backend(request, backend, SOAK_SETTINGS)
     url = database.render_as_string(hide_password=False)
-    server = database if backend == "mysql" else None  # connection KILLs need a server
+    server = database if backend != "sqlite" else None  # connection KILLs need a server
     records = tmp_path / "records"
     records.mkdir()
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))

@@ -172,7 +172,7 @@ def status_counts(storage: Storage) -> Counter[str]:
     return Counter(row.status for row in rows)
 
 
-# --- killing our own MySQL connection -------------------------------------------------------
+# --- killing our own server connection ------------------------------------------------------
 
 
 def mysql_thread_id(connection: Connection) -> int:
@@ -180,15 +180,29 @@ def mysql_thread_id(connection: Connection) -> int:
     return int(connection.connection.dbapi_connection.thread_id())  # type: ignore[union-attr]
 
 
+def connection_id(connection: Connection) -> int:
+    """The server's id of the connection: MySQL's thread id, PostgreSQL's backend pid."""
+    if connection.dialect.name == "postgresql":
+        return int(connection.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+    return mysql_thread_id(connection)
+
+
 class ConnectionKiller:
-    """A second session on the same server: KILL, KILL QUERY, and a look at the lock waits."""
+    """A second session on the same server: KILL, KILL QUERY, and a look at the lock waits.
+
+    On PostgreSQL: pg_terminate_backend (waiting until the backend is gone) and
+    pg_cancel_backend, and pg_stat_activity for the waits.
+    """
 
     def __init__(self, url: URL) -> None:
         self.engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=2)
+        self.postgres = self.engine.dialect.name == "postgresql"
         self.kills = 0
 
     def kill(self, connection_id: int, *, query_only: bool = False) -> bool:
         """False when the connection was already gone."""
+        if self.postgres:
+            return self._signal(connection_id, query_only)
         what = "QUERY" if query_only else "CONNECTION"
         with self.engine.connect() as connection:
             try:
@@ -200,13 +214,27 @@ class ConnectionKiller:
         self.kills += 1
         return True
 
+    def _signal(self, pid: int, query_only: bool) -> bool:
+        statement = (
+            "SELECT pg_cancel_backend(:pid)"
+            if query_only
+            else "SELECT pg_terminate_backend(:pid, 5000)"  # returns once the backend is gone
+        )
+        with self.engine.connect() as connection:
+            done = bool(connection.execute(text(statement), {"pid": pid}).scalar())
+        self.kills += done
+        return done
+
     def connections_of(self, database: str) -> list[int]:
         with self.engine.connect() as connection:
             return [
                 int(row[0])
                 for row in connection.execute(
                     text(
-                        "SELECT id FROM information_schema.processlist "
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        if self.postgres
+                        else "SELECT id FROM information_schema.processlist "
                         "WHERE db = :db AND id <> CONNECTION_ID()"
                     ),
                     {"db": database},
@@ -221,7 +249,10 @@ class ConnectionKiller:
         """
         deadline = time.monotonic() + timeout
         query = text(
-            "SELECT COUNT(*) FROM information_schema.processlist "
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE :pattern "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            if self.postgres
+            else "SELECT COUNT(*) FROM information_schema.processlist "
             "WHERE info LIKE :pattern AND id <> CONNECTION_ID()"
         )
         while time.monotonic() < deadline:
@@ -235,7 +266,11 @@ class ConnectionKiller:
     def wait_for_statement(self, connection_id: int, prefix: str, timeout: float = 10.0) -> None:
         """Return once the connection is running a statement that starts with ``prefix``."""
         deadline = time.monotonic() + timeout
-        query = text("SELECT info FROM information_schema.processlist WHERE id = :id")
+        query = text(
+            "SELECT query FROM pg_stat_activity WHERE pid = :id AND state = 'active'"
+            if self.postgres
+            else "SELECT info FROM information_schema.processlist WHERE id = :id"
+        )
         while time.monotonic() < deadline:
             with self.engine.connect() as connection:
                 info = connection.execute(query, {"id": connection_id}).scalar()
@@ -332,7 +367,7 @@ class Adversary:
     def _run(self) -> None:
         try:
             with self.engine.connect() as connection:
-                self.thread_id = mysql_thread_id(connection)
+                self.thread_id = connection_id(connection)
                 try:
                     self.script(connection, self)
                 finally:
@@ -376,10 +411,11 @@ def report(config: pytest.Config, line: str) -> None:
 def open_backend(
     request: pytest.FixtureRequest, backend: str, settings: QueueSettings
 ) -> tuple[Storage, URL]:
-    """The test's own database on ``backend`` ("sqlite": a fresh file; "mysql": an emptied
-    scratch database), opened with ``settings``, and its URL for the child processes."""
-    if backend == "mysql":
-        database: URL = request.getfixturevalue("mysql_storage").engine.url
+    """The test's own database on ``backend`` ("sqlite": a fresh file; "mysql", "postgres":
+    an emptied scratch database), opened with ``settings``, and its URL for the child
+    processes."""
+    if backend in ("mysql", "postgres"):
+        database: URL = request.getfixturevalue(f"{backend}_storage").engine.url
     else:
         database = request.getfixturevalue("sqlite_url")
     url = database.render_as_string(hide_password=False)

@@ -19,6 +19,7 @@ from asynctaskmanager import (
     ExecutorType,
     LogType,
     MySQLConfig,
+    PostgresConfig,
     Task,
     TaskConfig,
     TaskLog,
@@ -479,3 +480,30 @@ def test_a_decimal_too_large_to_quantize_is_out_of_range(rate: Decimal) -> None:
         TaskConfig("t", "n", ExecutorType.FUNCTION, backoff_rate=rate)
     assert refused.value.field == "backoff_rate"
     assert "between" in refused.value.limit
+
+
+def test_postgres_config_mirrors_mysql_config() -> None:
+    config = PostgresConfig(
+        user="app",
+        password="pw",
+        database="queue",
+        max_open=20,
+        max_idle=10,
+        max_life=timedelta(hours=1),
+    )
+    assert (config.host, config.port) == ("localhost", 5432)
+    url = config.url
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.username, url.password, url.database, url.port) == ("app", "pw", "queue", 5432)
+    mysql = MySQLConfig(
+        user="app",
+        password="pw",
+        database="queue",
+        max_open=20,
+        max_idle=10,
+        max_life=timedelta(hours=1),
+    )
+    assert config.pool_options() == mysql.pool_options()
+    with pytest.raises(ValidationError) as raised:
+        PostgresConfig(user="app", password="secret", database="", port=5432)
+    assert raised.value.field == "database" and "secret" not in str(raised.value)

@@ -15,12 +15,16 @@ from __future__ import annotations
 from sqlalchemy import URL
 
 from asynctaskmanager.errors import ConfigurationError
-from asynctaskmanager.infrastructure.dialects import mysql, sqlite
+from asynctaskmanager.infrastructure.dialects import mysql, postgresql, sqlite
 from asynctaskmanager.infrastructure.dialects.profile import READ_ONLY, DialectProfile, ErrorKind
 
 __all__ = ["READ_ONLY", "DialectProfile", "ErrorKind", "profile_for"]
 
-_SERVERS = {"mysql": mysql.PROFILE, "mariadb": mysql.PROFILE}
+_SERVERS = {
+    "mysql": mysql.PROFILE,
+    "mariadb": mysql.PROFILE,
+    "postgresql": postgresql.PROFILE,
+}
 
 
 def profile_for(url: URL) -> DialectProfile:

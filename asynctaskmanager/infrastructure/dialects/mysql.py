@@ -3,16 +3,16 @@ error codes, SKIP LOCKED."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import URL, Engine, Executable, case, event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError
 
 from asynctaskmanager.errors import ConfigurationError
+from asynctaskmanager.infrastructure.dialects.pooling import ping_after_idle
 from asynctaskmanager.infrastructure.dialects.profile import DialectProfile, ErrorKind
 from asynctaskmanager.infrastructure.schema import lease_table as lease
 
@@ -58,24 +58,12 @@ def _mysql_engine_options(url: URL) -> dict[str, Any]:
     }
 
 
-# A pooled connection that sat idle this long is pinged before it is handed out.
-PING_AFTER_IDLE_SECONDS = 1.0
-
-
 def _mysql_configure(engine: Engine) -> None:
-    """The session's settings, and stale connections found before use, at a round trip only
-    where one can be stale.
+    """The session's settings, and stale connections found before use (see pooling).
 
     An ``init_command`` of the user's (a URL query argument) is the driver's; ours then
     runs at connect, after it, so that the time zone and SQL mode stay the library's.
-
-    pool_pre_ping would ping at every checkout: one round trip in four of a short
-    transaction. A connection returned less than PING_AFTER_IDLE_SECONDS ago was just
-    working; if the server went away since, its first statement fails, the pool is
-    invalidated, and the unit of work is rerun on a fresh connection (Storage.run), as for
-    any connection lost mid-transaction.
     """
-    dbapi_error = engine.dialect.loaded_dbapi.Error
     if "init_command" in engine.url.query:
         # First among the connect listeners: the dialect reads sql_mode (ANSI_QUOTES,
         # NO_BACKSLASH_ESCAPES) on the first connection, and must see ours.
@@ -87,22 +75,7 @@ def _mysql_configure(engine: Engine) -> None:
             finally:
                 cursor.close()
 
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
-            return
-        try:
-            # The dialect's ping never reconnects by itself (PyMySQL's would, and lose the
-            # session's isolation level and time zone).
-            engine.dialect.do_ping(dbapi_connection)
-        except dbapi_error as error:
-            # The pool replaces the connection and checks out again.
-            raise DisconnectionError("stale connection found by ping") from error
+    ping_after_idle(engine)
 
 
 def _mysql_classify(error: DBAPIError) -> ErrorKind:

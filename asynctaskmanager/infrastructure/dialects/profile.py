@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import URL, Engine, Executable
+from sqlalchemy import URL, Connection, Engine, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -17,9 +17,35 @@ READ_ONLY = "asynctaskmanager_read_only"
 
 @dataclass(frozen=True)
 class ErrorKind:
+    """What a driver error means. ``key``: the duplicate key, where the driver names it."""
+
     duplicate: bool = False
     transient: bool = False
     bad_value: bool = False
+    key: str | None = None
+
+
+class WorkListener(Protocol):
+    """A connection of its own that waits for the work channel's notifications."""
+
+    def wait(self, timeout: float) -> list[str]:
+        """The task types notified within ``timeout`` seconds (empty if none). Raises the
+        driver's error when the connection is lost."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkChannel:
+    """Where the server can wake idle workers (PostgreSQL's LISTEN/NOTIFY).
+
+    ``notify(connection, task_types)`` runs inside an enqueue's transaction: the server
+    delivers it only if that transaction commits. ``listen(engine)`` opens a listener.
+    """
+
+    notify: Callable[[Connection, Sequence[str]], None]
+    listen: Callable[[Engine], WorkListener]
 
 
 @dataclass(frozen=True)
@@ -29,7 +55,8 @@ class DialectProfile:
     ``single_writer``: one writer at a time (SQLite): a thread may not open a unit of work
     inside its own. ``serialise_writers``: every unit of work shares one connection (SQLite
     in memory), so the storage holds a lock around each. ``ephemeral``: the database lives
-    and dies with its engine, so a storage migrates it when it opens.
+    and dies with its engine, so a storage migrates it when it opens. ``work_channel``: how
+    the server wakes idle workers, where it can (elsewhere they poll).
     """
 
     name: str
@@ -44,3 +71,4 @@ class DialectProfile:
     serialise_writers: bool = False
     ephemeral: bool = False
     driver_hint: str = ""
+    work_channel: WorkChannel | None = None

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import URL, Engine, Executable, event
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import URL, Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from asynctaskmanager.infrastructure.dialects.leases import take_lease_sqlite
 from asynctaskmanager.infrastructure.dialects.profile import READ_ONLY, DialectProfile, ErrorKind
-from asynctaskmanager.infrastructure.schema import lease_table as lease
 
 
 def is_memory(url: URL) -> bool:
@@ -65,22 +63,13 @@ def _sqlite_classify(error: DBAPIError) -> ErrorKind:
     return ErrorKind()
 
 
-def _take_lease(values: dict[str, Any], now: datetime) -> Executable:
-    upsert = sqlite.insert(lease).values(values)
-    return upsert.on_conflict_do_update(
-        index_elements=[lease.c.name],
-        set_={"holder": upsert.excluded.holder, "expires_at": upsert.excluded.expires_at},
-        where=(lease.c.expires_at < now) | (lease.c.holder == upsert.excluded.holder),
-    )
-
-
 FILE = DialectProfile(
     name="sqlite",
     engine_options=_sqlite_engine_options,
     configure=_sqlite_configure,
     classify=_sqlite_classify,
     supports_skip_locked=lambda _dialect: False,
-    take_lease=_take_lease,
+    take_lease=take_lease_sqlite,
     single_writer=True,
 )
 

@@ -247,7 +247,7 @@ class TableRepository(Generic[E]):
             except DBAPIError as error:
                 key = rows[0][statement.key_index] if len(rows) == 1 else None
                 translated = translate(error, self._profile, self.entity, key)
-                if isinstance(translated, DuplicateError) and key is None:
+                if isinstance(translated, DuplicateError) and translated.key is None:
                     raise _StoredKey(statement, rows, error) from error
                 raise translated from error
         return len(rows)

@@ -12,6 +12,7 @@ from asynctaskmanager.domain.enums import TaskStatus
 from asynctaskmanager.domain.models import Task, restore
 from asynctaskmanager.domain.repositories import TaskFilter, TaskOrder
 from asynctaskmanager.errors import ValidationError
+from asynctaskmanager.infrastructure.expressions import nulls_low
 from asynctaskmanager.infrastructure.repositories.table import TableRepository, page, reads
 from asynctaskmanager.infrastructure.schema import task_table as t
 
@@ -85,7 +86,8 @@ class SqlTaskRepository(TableRepository[Task]):
         limit, offset = page(limit, offset)
         order = check.enum_member("order_by", TaskOrder, order_by)
         column = _ORDER_COLUMNS[order]
-        direction = column.desc() if check.boolean("descending", descending) else column.asc()
+        ordered = column.desc() if check.boolean("descending", descending) else column.asc()
+        direction = nulls_low(ordered) if column.nullable else ordered
         # task_id last makes the order total, so that pages never overlap or skip.
         tie = t.c.task_id.desc() if descending else t.c.task_id.asc()
         query = (
