@@ -43,6 +43,10 @@ class DoctorContext:
         return self.connection.dialect.name == "mysql"
 
     @property
+    def is_postgresql(self) -> bool:
+        return self.connection.dialect.name == "postgresql"
+
+    @property
     def is_mariadb(self) -> bool:
         return bool(getattr(self.connection.dialect, "is_mariadb", False))
 
@@ -63,6 +67,9 @@ def check_server(context: DoctorContext) -> CheckResult:
         version = context.connection.execute(text("SELECT VERSION()")).scalar_one()
         kind = "MariaDB" if context.is_mariadb else "MySQL"
         return CheckResult("server", "ok", f"{kind} {version}")
+    if context.is_postgresql:
+        version = context.connection.execute(text("SHOW server_version")).scalar_one()
+        return CheckResult("server", "ok", f"PostgreSQL {version}")
     version = context.connection.execute(text("SELECT sqlite_version()")).scalar_one()
     return CheckResult("server", "ok", f"SQLite {version}")
 
@@ -92,7 +99,7 @@ def check_schema_revision(context: DoctorContext) -> CheckResult:
 
 
 def check_skip_locked(context: DoctorContext) -> CheckResult | None:
-    if not context.is_mysql:
+    if not (context.is_mysql or context.is_postgresql):
         return None  # SQLite has one writer; BEGIN IMMEDIATE is its lock
     if context.storage.runner.skip_locked():
         return CheckResult("SKIP LOCKED", "ok", "supported: claimers pass each other's locks")
@@ -117,6 +124,17 @@ def check_desc_index(context: DoctorContext) -> CheckResult:
             {"index": CLAIM_INDEX},
         ).scalar()
         supported = context.version >= ((10, 8) if context.is_mariadb else (8, 0))
+    elif context.is_postgresql:
+        # indoption bit 1 is DESC, per key column; priority is the index's second column.
+        option = context.connection.execute(
+            text(
+                "SELECT (i.indoption::int2[])[1] FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :index"
+            ),
+            {"index": CLAIM_INDEX},
+        ).scalar()
+        collation = None if option is None else ("D" if option & 1 else "A")
+        supported = True
     else:
         rows = context.connection.exec_driver_sql(f"PRAGMA index_xinfo('{CLAIM_INDEX}')").all()
         found = [row for row in rows if row[2] == "priority"]
@@ -135,6 +153,10 @@ def check_desc_index(context: DoctorContext) -> CheckResult:
 
 
 def check_time_zone(context: DoctorContext) -> CheckResult | None:
+    if context.is_postgresql:
+        # timestamptz holds instants: the zone changes only how psql shows them.
+        zone = context.connection.execute(text("SHOW TimeZone")).scalar_one()
+        return CheckResult("session time zone", "ok", str(zone))
     if not context.is_mysql:
         return None
     zone = context.connection.execute(text("SELECT @@session.time_zone")).scalar_one()

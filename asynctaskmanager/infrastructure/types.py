@@ -27,7 +27,11 @@ class _SQLiteTimestamp(sqlite.DATETIME):
 
 # PostgreSQL's TIMESTAMP for the spec's: an instant (timestamptz), whole seconds like
 # MySQL's TIMESTAMP.
-POSTGRES_TIMESTAMP = postgresql.TIMESTAMP(timezone=True, precision=0)
+# timestamptz at its default precision, not (0): PostgreSQL rounds a value to the column's
+# precision, so a CURRENT_TIMESTAMP default in a (0) column can land up to half a second
+# after the library's clock, which truncates (as MySQL stores). Values are truncated when
+# bound and when read instead, so the API sees whole seconds as on every backend.
+POSTGRES_TIMESTAMP = postgresql.TIMESTAMP(timezone=True)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,7 +68,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is not None:  # PostgreSQL's timestamptz, in the session's zone
-            return value.astimezone(_UTC)
+            return value.astimezone(_UTC).replace(microsecond=0)
         return value.replace(tzinfo=_UTC)
 
 

@@ -10,7 +10,7 @@ task_config.updated_at current.
 
 PostgreSQL, like SQLite, scopes index names per schema and has no ON UPDATE clause: the same
 table-scoped names, and a trigger. Its types are the ones a PostgreSQL user expects (the
-README's deviations list gives the reasons): JSONB for JSON, timestamptz(0) for TIMESTAMP,
+README's deviations list gives the reasons): JSONB for JSON, timestamptz for TIMESTAMP,
 and keys in the "C" collation, which compares and orders bytes as the other backends do.
 No PostgreSQL database predates this, so its whole schema is made here.
 
@@ -53,7 +53,9 @@ def _json() -> sa.types.TypeEngine[object]:
 
 def _timestamp() -> sa.types.TypeEngine[object]:
     if _on_postgresql():
-        return postgresql.TIMESTAMP(timezone=True, precision=0)
+        # Default precision: a (0) column rounds a CURRENT_TIMESTAMP default up to half a
+        # second ahead; the library truncates what it binds and reads instead.
+        return postgresql.TIMESTAMP(timezone=True)
     return sa.TIMESTAMP()
 
 

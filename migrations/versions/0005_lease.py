@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
@@ -24,7 +24,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Names and holders (worker ids) compare byte for byte, as every key does (revision 0003).
-KEY = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+KEY = (
+    sa.String(64)
+    .with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+    .with_variant(sa.String(64, collation="C"), "postgresql")
+)
+# PostgreSQL stores instants (timestamptz, as revision 0001 makes every TIMESTAMP there).
+INSTANT = sa.TIMESTAMP().with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
 
 
 def upgrade() -> None:
@@ -32,7 +38,7 @@ def upgrade() -> None:
         "lease",
         sa.Column("name", KEY, primary_key=True),
         sa.Column("holder", KEY, nullable=False),
-        sa.Column("expires_at", sa.TIMESTAMP, nullable=False),
+        sa.Column("expires_at", INSTANT, nullable=False),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
