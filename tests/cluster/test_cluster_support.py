@@ -1,0 +1,73 @@
+"""The library on a Galera cluster (issue 12, phase 2): it knows it is on one, reruns a
+transaction that lost certification instead of reporting an unknown outcome, and reads what
+other nodes committed where it asks to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import URL, text
+
+from asynctaskmanager import ExecutorType, Storage, TaskConfig, open_storage
+from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+
+pytestmark = pytest.mark.galera
+
+
+@pytest.fixture
+def two_nodes(galera_node_urls: list[URL]) -> Iterator[tuple[Storage, Storage]]:
+    first, second = open_storage(galera_node_urls[0]), open_storage(galera_node_urls[1])
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def description_of(storage: Storage, task_type: str) -> str:
+    def read(uow: UnitOfWork) -> str:
+        return str(
+            uow.connection.execute(
+                text("SELECT description FROM task_config WHERE task_type = :t"), {"t": task_type}
+            ).scalar_one()
+        )
+
+    return storage.run(read, read_only=True, sync_wait=True)
+
+
+def test_the_library_detects_the_cluster(two_nodes: tuple[Storage, Storage]) -> None:
+    first, _ = two_nodes
+    with first.unit_of_work() as uow:
+        assert uow.cluster.is_cluster
+    assert first.runner.cluster.galera
+
+
+def test_the_loser_of_a_certification_conflict_is_rerun_not_reported(
+    two_nodes: tuple[Storage, Storage],
+) -> None:
+    first, second = two_nodes
+    first.task_configs.create(TaskConfig("galera-loser", "initial", ExecutorType.FUNCTION))
+    take = text("UPDATE task_config SET description = :who WHERE task_type = 'galera-loser'")
+    runs = []
+
+    def update_then_lose_once(uow: UnitOfWork) -> None:
+        runs.append(len(runs))
+        uow.connection.execute(take, {"who": "second node"})
+        if len(runs) == 1:
+            # Node 1 commits the same row while this transaction is open on node 2: row locks
+            # are per node, so both updates went through and node 2's COMMIT must lose.
+            first.run(lambda other: other.connection.execute(take, {"who": "first node"}))
+
+    second.run(update_then_lose_once)
+    assert len(runs) == 2
+    assert description_of(first, "galera-loser") == "second node"
+
+
+def test_sync_wait_is_set_for_the_unit_of_work_only(two_nodes: tuple[Storage, Storage]) -> None:
+    first, _ = two_nodes
+    session_value = text("SELECT @@SESSION.wsrep_sync_wait")
+    with first.unit_of_work(sync_wait=True) as uow:
+        assert uow.connection.execute(session_value).scalar_one() == 1
+    with first.unit_of_work() as uow:
+        assert uow.connection.execute(session_value).scalar_one() == 0
