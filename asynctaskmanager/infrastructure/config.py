@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import URL
 
-from asynctaskmanager.errors import ValidationError
+from asynctaskmanager.errors import ConfigurationError, ValidationError
+from asynctaskmanager.infrastructure.hosts import parse_hosts, with_hosts
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class MySQLConfig:
 
     ``max_open`` caps the open connections, ``max_idle`` how many are kept while idle, and
     ``max_life`` how long a connection lives before it is replaced.
+
+    ``hosts``: the nodes of a cluster (``"host"`` or ``"host:port"``), in place of ``host``
+    and ``port``; each new connection goes to the first of them that answers and is ready.
     """
 
     user: str
@@ -28,8 +33,18 @@ class MySQLConfig:
     max_open: int = 0
     max_idle: int = 0
     max_life: timedelta = timedelta(0)
+    hosts: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.hosts, str) or not all(
+            isinstance(host, str) and host for host in self.hosts
+        ):
+            raise ValidationError("hosts", "must be a list of 'host' or 'host:port'", self.hosts)
+        try:
+            parse_hosts(",".join(self.hosts)) if self.hosts else None
+        except ConfigurationError as error:
+            raise ValidationError("hosts", str(error), self.hosts) from None
+        object.__setattr__(self, "hosts", tuple(self.hosts))
         for name in ("user", "database", "host"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -51,7 +66,7 @@ class MySQLConfig:
 
     @property
     def url(self) -> URL:
-        return URL.create(
+        url = URL.create(
             "mysql+mysqldb",
             username=self.user,
             password=self.password,
@@ -59,6 +74,7 @@ class MySQLConfig:
             port=self.port,
             database=self.database,
         )
+        return with_hosts(url, self.hosts) if self.hosts else url
 
     def pool_options(self) -> dict[str, Any]:
         """Go's pool settings in QueuePool's terms.

@@ -10,6 +10,7 @@ directly); the MySQL dialect module then connects to the first of them that answ
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import URL, make_url
 
@@ -33,9 +34,9 @@ def multi_host_url(target: str) -> URL | None:
     match = _MULTI_HOST.match(target)
     if match is None:
         return None
-    hosts = [part.strip() for part in match["hosts"].split(",")]
+    hosts = [f"{host}:{port}" for host, port in parse_hosts(match["hosts"])]
     first = f"{match['scheme']}://{match['auth'] or ''}{hosts[0]}{match['rest'] or ''}"
-    return _with_hosts(make_url(first), hosts)
+    return with_hosts(make_url(first), hosts)
 
 
 def _from_node_urls(target: str) -> URL:
@@ -47,14 +48,15 @@ def _from_node_urls(target: str) -> URL:
                 "the URLs of a cluster's nodes may differ only in host and port: "
                 f"{url.render_as_string()} vs {first.render_as_string()}"
             )
-    return _with_hosts(first, [_address(url) for url in urls])
+    return with_hosts(first, [_address(url) for url in urls])
 
 
 def _address(url: URL) -> str:
     return f"{url.host or 'localhost'}:{url.port or DEFAULT_PORT}"
 
 
-def _with_hosts(url: URL, hosts: list[str]) -> URL:
+def with_hosts(url: URL, hosts: Sequence[str]) -> URL:
+    """``url`` on the first of ``hosts``, with all of them in its ``hosts`` argument."""
     addresses = parse_hosts(",".join(hosts))
     host, port = addresses[0]
     listed = ",".join(f"{h}:{p}" for h, p in addresses)

@@ -9,8 +9,16 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import URL, text
 
-from asynctaskmanager import ExecutorType, Storage, TaskConfig, open_storage
+from asynctaskmanager import (
+    ExecutorType,
+    Storage,
+    TaskConfig,
+    TransientStorageError,
+    open_storage,
+)
+from asynctaskmanager.cli.doctor import check_cluster, run_checks
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from tests.cluster.conftest import GaleraNodes
 
 pytestmark = pytest.mark.galera
 
@@ -49,7 +57,7 @@ def test_the_loser_of_a_certification_conflict_is_rerun_not_reported(
     first, second = two_nodes
     first.task_configs.create(TaskConfig("galera-loser", "initial", ExecutorType.FUNCTION))
     take = text("UPDATE task_config SET description = :who WHERE task_type = 'galera-loser'")
-    runs = []
+    runs: list[int] = []
 
     def update_then_lose_once(uow: UnitOfWork) -> None:
         runs.append(len(runs))
@@ -71,3 +79,42 @@ def test_sync_wait_is_set_for_the_unit_of_work_only(two_nodes: tuple[Storage, St
         assert uow.connection.execute(session_value).scalar_one() == 1
     with first.unit_of_work() as uow:
         assert uow.connection.execute(session_value).scalar_one() == 0
+
+
+def test_doctor_shows_the_cluster(two_nodes: tuple[Storage, Storage]) -> None:
+    _, second = two_nodes
+    [result] = run_checks(second, [check_cluster])
+    assert result.level == "ok"
+    assert "Galera, 3 nodes, this node's index" in result.detail
+    assert "Primary" in result.detail
+
+
+def test_a_storage_moves_to_another_node_when_its_node_dies(
+    galera_multi_host_url: str, galera_nodes: GaleraNodes
+) -> None:
+    """Node 1, the first of the URL's hosts, dies mid-run: enqueues go on through the others;
+    one cut by the death is rerun, or reported outcome_unknown, as on one server."""
+    port = text("SELECT @@port")
+    enqueued: list[str] = []
+    unknown = 0
+    with open_storage(galera_multi_host_url) as storage:
+        storage.task_configs.create(TaskConfig("galera-failover", "f", ExecutorType.FUNCTION))
+        assert storage.run(lambda uow: uow.connection.execute(port).scalar_one()) == 3311
+        for n in range(300):
+            if n == 100:
+                galera_nodes.kill(1)
+            try:
+                enqueued.append(storage.queue.enqueue("galera-failover", {"n": n}).task_id)
+            except TransientStorageError as error:
+                assert error.outcome_unknown
+                unknown += 1
+        assert storage.run(lambda uow: uow.connection.execute(port).scalar_one()) != 3311
+        stored = storage.run(
+            lambda uow: uow.connection.execute(
+                text("SELECT COUNT(*) FROM task WHERE task_type = 'galera-failover'")
+            ).scalar_one(),
+            sync_wait=True,
+        )
+    assert len(enqueued) + unknown == 300
+    assert len(enqueued) <= stored <= 300
+    assert unknown <= 1

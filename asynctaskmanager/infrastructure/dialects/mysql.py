@@ -194,8 +194,10 @@ def cluster_status(connection: Connection) -> dict[str, str]:
 def _node_ready(dbapi_connection: Any) -> bool:
     """False on a Galera node that cannot serve (out of the quorum, still joining): every
     statement there would fail with 1047."""
+    if not read_cluster_info(dbapi_connection).is_cluster:
+        return True
     rows = _execute(dbapi_connection, "SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
-    return not rows or _text(rows[0][1]).upper() == "ON"
+    return bool(rows) and _text(rows[0][1]).upper() == "ON"
 
 
 def _connect_to_first_ready_host(
