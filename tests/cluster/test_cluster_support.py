@@ -4,6 +4,7 @@ other nodes committed where it asks to."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +13,11 @@ from sqlalchemy import URL, text
 from asynctaskmanager import (
     ExecutorType,
     Storage,
+    Task,
     TaskConfig,
+    TaskRequest,
     TransientStorageError,
+    Worker,
     open_storage,
 )
 from asynctaskmanager.cli.doctor import check_cluster, run_checks
@@ -118,3 +122,52 @@ def test_a_storage_moves_to_another_node_when_its_node_dies(
     assert len(enqueued) + unknown == 300
     assert len(enqueued) <= stored <= 300
     assert unknown <= 1
+
+
+def test_max_concurrent_holds_across_nodes(galera_node_urls: list[URL]) -> None:
+    """Claimers on three nodes at once, a type limited to one running task: row locks are
+    per node, so only the claim's write to the type's row (claim_seq) keeps it exact."""
+    storages = [open_storage(url) for url in galera_node_urls]
+    first = storages[0]
+    try:
+        first.task_configs.create(
+            TaskConfig("galera-one", "one", ExecutorType.FUNCTION, max_concurrent=1)
+        )
+        first.queue.enqueue_many([TaskRequest("galera-one", {"n": n}) for n in range(40)])
+        for n, storage in enumerate(storages):
+            storage.queue.register_worker(Worker(f"galera-w{n}", "w", "here", capacity=5))
+        barrier = threading.Barrier(len(storages))
+        errors: list[BaseException] = []
+        claimed: list[list[Task]] = [[] for _ in storages]
+
+        def claim(n: int) -> None:
+            try:
+                barrier.wait(30)
+                claimed[n] = storages[n].queue.claim(f"galera-w{n}", limit=5)
+            except BaseException as error:
+                errors.append(error)
+
+        peak = 0
+        for _ in range(15):
+            threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(storages))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+            running = [task for tasks in claimed for task in tasks]
+            peak = max(peak, len(running))
+            for n, tasks in enumerate(claimed):
+                for task in tasks:
+                    assert storages[n].queue.complete(task, {"ok": True})
+        assert peak == 1
+        bumps = first.run(
+            lambda uow: uow.connection.execute(
+                text("SELECT claim_seq FROM task_config WHERE task_type = 'galera-one'")
+            ).scalar_one(),
+            sync_wait=True,
+        )
+        assert bumps == 15
+    finally:
+        for storage in storages:
+            storage.close()
