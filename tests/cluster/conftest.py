@@ -34,10 +34,6 @@ REPLICATION_TIMEOUT_S = 30.0
 SCHEMA_EXISTS = text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "galera: needs a MariaDB Galera cluster")
-
-
 def _wsrep_status(connection: Connection, name: str) -> str:
     row = connection.execute(text("SHOW GLOBAL STATUS LIKE :name"), {"name": name}).one_or_none()
     return "" if row is None else str(row[1])

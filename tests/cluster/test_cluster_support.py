@@ -135,7 +135,9 @@ def test_max_concurrent_holds_across_nodes(galera_node_urls: list[URL]) -> None:
         )
         first.queue.enqueue_many([TaskRequest("galera-one", {"n": n}) for n in range(40)])
         for n, storage in enumerate(storages):
-            storage.queue.register_worker(Worker(f"galera-w{n}", "w", "here", capacity=5))
+            storage.queue.register_worker(
+                Worker(f"galera-w{n}", "w", "here", capacity=5, supported_types=["galera-one"])
+            )
         barrier = threading.Barrier(len(storages))
         errors: list[BaseException] = []
         claimed: list[list[Task]] = [[] for _ in storages]

@@ -36,7 +36,8 @@ def test_mysql_config_takes_hosts(mysql_database_url: URL) -> None:
         hosts=[DEAD, f"{mysql_database_url.host}:{mysql_database_url.port or 3306}"],
     )
     with open_storage(config) as storage:
-        assert storage.task_configs.list() == []
+        port = storage.run(lambda uow: uow.connection.execute(text("SELECT @@port")).scalar_one())
+    assert port == (mysql_database_url.port or 3306)
 
 
 def test_every_host_dead_is_a_transient_error() -> None:
