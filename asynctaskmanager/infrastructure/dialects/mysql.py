@@ -38,8 +38,6 @@ _MYSQL_DUPLICATE = {1062}
 _MYSQL_ROLLED_BACK = {1213}
 _MYSQL_TRANSIENT = {
     1205,  # lock wait timeout (on Galera also a wsrep_sync_wait timeout)
-    1047,  # Galera: "WSREP has not yet prepared node": the node left the quorum, go elsewhere
-    1180,  # "Got error during COMMIT" (Galera, a node losing the quorum): outcome unknown
     1927,  # connection killed
     2006,  # server has gone away
     2013,  # lost connection during query
@@ -54,7 +52,11 @@ _MYSQL_TRANSIENT = {
 _MYSQL_BAD_VALUE = {1048, 1264, 1292, 1366, 1406, 3140, 4025}
 # The node, not the statement, is unusable (it left the cluster's quorum): its connections are
 # dropped so that the rerun connects again, to the first host of the list that is ready.
+# 1047: Galera's "WSREP has not yet prepared node" (MySQL's "unknown command" too; only the
+# one that names WSREP counts). 1180: "Got error during COMMIT", a node losing the quorum
+# mid-commit: transient, and at COMMIT of unknown outcome.
 _NODE_UNUSABLE = {1047, 1180}
+_WSREP_NOT_READY = 1047
 
 # A multi-host URL gives up on a host that does not answer within this many seconds.
 MULTI_HOST_CONNECT_TIMEOUT_S = 5
@@ -129,7 +131,7 @@ def _mysql_configure(engine: Engine) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _on_error_drop_unusable_node(context: ExceptionContext) -> None:
-        if _code(context.original_exception) in _NODE_UNUSABLE:
+        if _node_unusable(context.original_exception):
             context.is_disconnect = True
 
     if HOSTS_QUERY in engine.url.query:
@@ -217,7 +219,9 @@ def _connect_to_first_ready_host(
         try:
             if _node_ready(dbapi_connection):
                 return dbapi_connection
-            failures.append(dbapi.OperationalError(1047, f"{host}:{port} is not ready (wsrep)"))
+            failures.append(
+                dbapi.OperationalError(_WSREP_NOT_READY, f"{host}:{port}: WSREP node not ready")
+            )
         except dbapi.Error as error:
             failures.append(error)
         dbapi_connection.close()
@@ -230,8 +234,17 @@ def _code(error: BaseException | None) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def _node_unusable(error: BaseException | None) -> bool:
+    code = _code(error)
+    if code == _WSREP_NOT_READY:
+        return "WSREP" in str(error)
+    return code in _NODE_UNUSABLE
+
+
 def _mysql_classify(error: DBAPIError) -> ErrorKind:
     if error.connection_invalidated:
+        return ErrorKind(transient=True)
+    if _node_unusable(error.orig):
         return ErrorKind(transient=True)
     code = _code(error.orig)
     if code in _MYSQL_DUPLICATE:
