@@ -8,7 +8,7 @@
 #
 # galera_start brings up a fresh 3-node cluster with scripts/galera-cluster (client ports 3311 to
 # 3313, data under $GALERA_DIR) and exports ASYNCTASK_TEST_GALERA_URL, the comma-separated node
-# URLs on database $GALERA_CI_DATABASE. galera_stop stops the nodes it started. Both return
+# URLs on database $GALERA_CI_DATABASE, and ASYNCTASK_TEST_GALERA_DIR.  galera_stop stops the nodes it started. Both return
 # non-zero on failure instead of exiting, so that .ci/run goes on to its other steps and its
 # summary; galera_stop is safe to call when the start failed halfway.
 
@@ -29,7 +29,8 @@ galera_start() {
     echo "galera: the cluster did not start" >&2
     return 1
   fi
-  export ASYNCTASK_TEST_GALERA_URL
+  # The node-kill tests find the nodes' pid files and restart them with the same --dir.
+  export ASYNCTASK_TEST_GALERA_URL ASYNCTASK_TEST_GALERA_DIR="$GALERA_DIR"
   ASYNCTASK_TEST_GALERA_URL=$(tail -n 1 <<<"$urls")
   echo "galera: started in $((SECONDS - started)) s"
   echo "ASYNCTASK_TEST_GALERA_URL=$ASYNCTASK_TEST_GALERA_URL"

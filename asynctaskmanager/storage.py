@@ -86,15 +86,18 @@ class Storage:
         """``"memory"``, ``"sqlite"``, ``"mysql"`` or ``"postgresql"``."""
         return self.profile.name
 
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        return self.runner.unit_of_work(read_only=read_only)
+    def unit_of_work(self, *, read_only: bool = False, sync_wait: bool = False) -> UnitOfWork:
+        return self.runner.unit_of_work(read_only=read_only, sync_wait=sync_wait)
 
-    def run(self, work: Callable[[UnitOfWork], T], *, read_only: bool = False) -> T:
+    def run(
+        self, work: Callable[[UnitOfWork], T], *, read_only: bool = False, sync_wait: bool = False
+    ) -> T:
         """Run ``work`` in one transaction and commit it, retrying transient failures.
 
         ``work`` may run more than once, so it must not have effects outside the database.
+        ``sync_wait``: on a cluster, its reads see every commit made through other nodes.
         """
-        return self.runner.run(work, read_only=read_only)
+        return self.runner.run(work, read_only=read_only, sync_wait=sync_wait)
 
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` with the bundled Alembic migrations."""

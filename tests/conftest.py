@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from asynctaskmanager import Storage, open_storage, partitions
 from asynctaskmanager.infrastructure.engine import resolve_url
+from tests.cluster.conftest import galera_node_urls, galera_server_urls, multi_host
 
 MYSQL_URL_ENV = "ASYNCTASK_TEST_MYSQL_URL"
 POSTGRES_URL_ENV = "ASYNCTASK_TEST_POSTGRES_URL"
@@ -29,11 +30,14 @@ TABLES = ("task_log", "task", "worker", "task_config", "lease")
 
 mysql_only = pytest.mark.mysql
 postgres_only = pytest.mark.postgres
+galera_only = pytest.mark.galera
+__all__ = ["galera_node_urls", "galera_server_urls"]  # fixtures of tests/cluster, shared
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mysql: needs a MySQL or MariaDB server")
     config.addinivalue_line("markers", "postgres: needs a PostgreSQL server")
+    config.addinivalue_line("markers", "galera: needs a MariaDB Galera cluster")
 
 
 def _docker_answers() -> bool:
@@ -198,12 +202,24 @@ def memory_storage() -> Iterator[Storage]:
         storage.close()
 
 
+@pytest.fixture
+def galera_storage(galera_node_urls: list[URL]) -> Iterator[Storage]:
+    """The cluster's scratch database through one URL naming every node (failover order)."""
+    storage = open_storage(multi_host(galera_node_urls))
+    empty_tables(storage)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("mysql", id="mysql", marks=mysql_only),
     pytest.param("mysql_partitioned", id="mysql_partitioned", marks=mysql_only),
     pytest.param("postgres", id="postgres", marks=postgres_only),
+    pytest.param("galera", id="galera", marks=galera_only),
 ]
 SERVER_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 
 from asynctaskmanager.cli._common import common, console, json_option, print_json, storage_for
 from asynctaskmanager.infrastructure import migrations
+from asynctaskmanager.infrastructure.dialects.mysql import cluster_status
 from asynctaskmanager.metrics import collect_stats
 from asynctaskmanager.storage import Storage
 
@@ -191,6 +192,29 @@ def check_workers(context: DoctorContext) -> CheckResult:
     )
 
 
+def check_cluster(context: DoctorContext) -> CheckResult | None:
+    """A Galera node's view of its cluster: fails where this node cannot serve (out of the
+    primary component, not ready); warns below three nodes, where one loss stops writes."""
+    if not context.is_mysql:
+        return None
+    if not context.storage.runner.cluster.is_cluster:
+        return CheckResult("cluster", "ok", "a single server (wsrep_on is off or absent)")
+    status = cluster_status(context.connection)
+    size = int(status.get("wsrep_cluster_size") or 0)
+    index = status.get("wsrep_local_index", "?")
+    component = status.get("wsrep_cluster_status", "?")
+    ready = status.get("wsrep_ready", "?")
+    detail = (
+        f"Galera, {size} nodes, this node's index {index}, {component}, "
+        f"ready {ready}, {status.get('wsrep_local_state_comment', '?')}"
+    )
+    if component != "Primary" or ready != "ON":
+        return CheckResult("cluster", "fail", f"{detail}: this node cannot serve")
+    if size < 3:
+        return CheckResult("cluster", "warn", f"{detail}: one more loss stops writes")
+    return CheckResult("cluster", "ok", detail)
+
+
 # Run in order. Append here: partitions and cluster checks come later.
 DOCTOR_CHECKS: list[Check] = [
     check_server,
@@ -199,6 +223,7 @@ DOCTOR_CHECKS: list[Check] = [
     check_desc_index,
     check_time_zone,
     check_sql_mode,
+    check_cluster,
     check_workers,
 ]
 # Checks that read the library's tables; skipped while the schema is not at head.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import URL
 
-from asynctaskmanager.errors import ValidationError
+from asynctaskmanager.errors import ConfigurationError, ValidationError
+from asynctaskmanager.infrastructure.hosts import parse_hosts, with_hosts
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,9 @@ class ServerConfig:
 
     ``max_open`` caps the open connections, ``max_idle`` how many are kept while idle, and
     ``max_life`` how long a connection lives before it is replaced.
+
+    ``hosts``: the nodes of a cluster (``"host"`` or ``"host:port"``), in place of ``host``
+    and ``port``; each new connection goes to the first of them that answers and is ready.
     """
 
     drivername: ClassVar[str]
@@ -31,8 +36,18 @@ class ServerConfig:
     max_open: int = 0
     max_idle: int = 0
     max_life: timedelta = timedelta(0)
+    hosts: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.hosts, str) or not all(
+            isinstance(host, str) and host for host in self.hosts
+        ):
+            raise ValidationError("hosts", "must be a list of 'host' or 'host:port'", self.hosts)
+        try:
+            parse_hosts(",".join(self.hosts)) if self.hosts else None
+        except ConfigurationError as error:
+            raise ValidationError("hosts", str(error), self.hosts) from None
+        object.__setattr__(self, "hosts", tuple(self.hosts))
         for name in ("user", "database", "host"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -54,7 +69,7 @@ class ServerConfig:
 
     @property
     def url(self) -> URL:
-        return URL.create(
+        url = URL.create(
             self.drivername,
             username=self.user,
             password=self.password,
@@ -62,6 +77,7 @@ class ServerConfig:
             port=self.port,
             database=self.database,
         )
+        return with_hosts(url, self.hosts) if self.hosts else url
 
     def pool_options(self) -> dict[str, Any]:
         """Go's pool settings in QueuePool's terms.
@@ -101,3 +117,10 @@ class PostgresConfig(ServerConfig):
     drivername: ClassVar[str] = "postgresql+psycopg"
 
     port: int = 5432
+
+    def __post_init__(self) -> None:
+        if self.hosts:
+            raise ValidationError(
+                "hosts", "failover across hosts is for MySQL/MariaDB clusters", self.hosts
+            )
+        super().__post_init__()

@@ -13,6 +13,7 @@ from asynctaskmanager.errors import ConfigurationError
 from asynctaskmanager.infrastructure.config import ServerConfig
 from asynctaskmanager.infrastructure.dialects import DialectProfile, profile_for
 from asynctaskmanager.infrastructure.forking import install_fork_safety
+from asynctaskmanager.infrastructure.hosts import multi_host_url
 
 # Set in a pooled connection's info by whoever ended its transaction (the unit of work) just
 # before returning it: the pool's reset rollback can then be skipped.
@@ -30,7 +31,7 @@ def resolve_url(target: str | URL | None) -> URL:
     if isinstance(target, str) and target == MEMORY:
         return make_url("sqlite://")
     try:
-        url = make_url(target)
+        url = (isinstance(target, str) and multi_host_url(target)) or make_url(target)
     except ArgumentError as error:
         raise ConfigurationError(f"not a database URL: {target!r}") from error
     if url.drivername in ("mysql", "mariadb", "mariadb+mysqldb"):

@@ -16,7 +16,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, Numeric, String, Table, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -121,6 +133,9 @@ class TaskConfigRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=current_timestamp_on_update()
     )
+    # Moved by every claim on a cluster (revision 0006), so that certification serialises
+    # the claimers of a type on different nodes; see queue/claim.py.
+    claim_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (Index(None, "enabled"), MYSQL_TABLE_ARGS)
 

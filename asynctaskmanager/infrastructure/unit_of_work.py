@@ -18,7 +18,8 @@ from asynctaskmanager.domain.repositories import (
     WorkerRepository,
 )
 from asynctaskmanager.errors import StorageError, TransientStorageError
-from asynctaskmanager.infrastructure.dialects import READ_ONLY, DialectProfile
+from asynctaskmanager.infrastructure.dialects import READ_ONLY, ClusterInfo, DialectProfile
+from asynctaskmanager.infrastructure.dialects.profile import SYNC_WAIT_SET
 from asynctaskmanager.infrastructure.engine import TRANSACTION_ENDED
 from asynctaskmanager.infrastructure.errors import pool_exhausted, translate
 from asynctaskmanager.infrastructure.repositories import (
@@ -40,6 +41,10 @@ class UnitOfWork:
     up (a write in it may fail with :class:`TransientStorageError` while another writer is
     busy). On MySQL it is an ordinary READ COMMITTED transaction (each statement sees the latest
     commits; InnoDB needs no hint for plain SELECTs), so only SQLite promises one snapshot.
+
+    ``sync_wait=True``: on a cluster, the reads wait until this node has applied every commit
+    the cluster made before them (``wsrep_sync_wait``), for reads that must see what another
+    node just wrote; elsewhere it changes nothing.
     """
 
     tasks: TaskRepository
@@ -54,9 +59,11 @@ class UnitOfWork:
         guard: AbstractContextManager[Any] | None,
         *,
         read_only: bool = False,
+        sync_wait: bool = False,
     ) -> None:
         self._engine = engine
         self.read_only = read_only
+        self.sync_wait = sync_wait
         self.profile = profile
         self._guard: AbstractContextManager[Any] = guard if guard is not None else nullcontext()
         self._connection: Connection | None = None
@@ -69,6 +76,11 @@ class UnitOfWork:
         if self._connection is None:
             raise StorageError("the unit of work is not open; use it in a with block")
         return self._connection
+
+    @property
+    def cluster(self) -> ClusterInfo:
+        """Whether the database is one node of a cluster (known once connected)."""
+        return self.profile.cluster(self._engine)
 
     @property
     def session(self) -> Session:
@@ -94,6 +106,9 @@ class UnitOfWork:
             connection = self._engine.connect()
             if self.read_only:
                 connection.execution_options(**{READ_ONLY: True})
+            if self.sync_wait and self.profile.sync_wait and self.cluster.is_cluster:
+                connection.info[SYNC_WAIT_SET] = True
+                connection.exec_driver_sql(self.profile.sync_wait[0])
         except BaseException as error:
             self._guard.__exit__(None, None, None)
             if isinstance(error, DBAPIError):
@@ -118,8 +133,11 @@ class UnitOfWork:
             self.connection.commit()
         except DBAPIError as error:
             translated = translate(error, self.profile)
-            if isinstance(translated, TransientStorageError):
-                # The server may or may not have applied the commit before the link broke.
+            if isinstance(translated, TransientStorageError) and not (
+                self.profile.classify(error).rolled_back
+            ):
+                # The server may or may not have applied the commit before the link broke;
+                # a deadlock or certification conflict is a known rollback instead.
                 translated.outcome_unknown = True
             raise translated from error
         self._committed = True

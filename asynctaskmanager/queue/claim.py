@@ -21,6 +21,14 @@ each other in a circle):
    whose holders wait on nothing. Without SKIP LOCKED, or over a limit, it commits the
    completion first and claims on its own.
 
+6. On a cluster (MariaDB Galera; the runner says so, see ``UnitOfWork.cluster``) row locks are
+   node-local: claims on two nodes both hold "the" config row lock and both count the same
+   free slot. There a claim also writes the config rows of the types it took (``claim_seq +
+   1``, rows it already holds, so no new wait), and certification lets only one of two such
+   claims commit; the other is rolled back (1213) and rerun by the runner, and then counts
+   the first. The worker row that every claim writes (its load) keeps capacity exact the
+   same way.
+
 SQLite ignores FOR UPDATE: there every writer begins with BEGIN IMMEDIATE, which holds the
 database's write lock for the whole transaction.
 """
@@ -92,6 +100,11 @@ _MARK_RUNNING = _START.where(
 )
 _MARK_ONE_RUNNING = _START.where(
     t.c.task_id == bindparam("p_task_id"), t.c.status == TaskStatus.PENDING.value
+)
+_BUMP_CLAIM_SEQ = (
+    update(cfg)
+    .where(cfg.c.task_type.in_(bindparam("p_types", expanding=True)))
+    .values(claim_seq=cfg.c.claim_seq + 1)
 )
 _ADD_LOAD = (
     update(w)
@@ -175,11 +188,14 @@ def claim_tasks(
         savepoint=False,
     )
     connection.execute(_ADD_LOAD, {"p_worker_id": worker_id, "p_count": len(candidates)})
+    taken = sorted({row["task_type"] for row in candidates})
     if not lock_limits_first:
-        taken = sorted({row["task_type"] for row in candidates})
         free = free_slots(connection, taken, lock=True, keep_full=True)
         if any(free.get(task_type, -1) < 0 for task_type in taken):
             raise OverLimit  # or a type was disabled meanwhile
+    if uow.cluster.is_cluster:
+        # Doctrine 6: the config rows are held already; the write makes the limit exact.
+        connection.execute(_BUMP_CLAIM_SEQ, {"p_types": taken})
     running = {"status": TaskStatus.RUNNING, "worker_id": worker_id, "started_at": now}
     return [restore(Task, row | running) for row in candidates]
 

@@ -165,7 +165,8 @@ class TaskQueue:
         types = [check.identifier("task_types", task_type) for task_type in task_types]
         if not types:
             return 0
-        return self._run(partial(count_runnable, task_types=types), read_only=True)
+        # Tasks enqueued through another node count (a worker's burst mode stops on 0).
+        return self._run(partial(count_runnable, task_types=types), read_only=True, sync_wait=True)
 
     def complete_and_claim(
         self, task: Task, result: Any = None, limit: int = 1
@@ -345,7 +346,8 @@ class TaskQueue:
         """
         check.identifier("worker_id", worker_id)
 
-        return self._run(partial(beat, worker_id=worker_id))
+        # The held set must include claims the worker made through another node.
+        return self._run(partial(beat, worker_id=worker_id), sync_wait=True)
 
     def deregister_worker(self, worker_id: str) -> None:
         """Take the worker offline; whatever it still holds is requeued (or failed)."""
@@ -366,7 +368,11 @@ class TaskQueue:
         database refuses it) is logged and left for the next sweep; it never stops this one.
         """
         dead_after = self.settings.dead_after
-        dead, overdue = self._run(partial(find_overdue, settings=self.settings), read_only=True)
+        # Heartbeats and completions made through other nodes must be seen, or a live
+        # worker's tasks are read as lost (the guarded take-back would refuse them anyway).
+        dead, overdue = self._run(
+            partial(find_overdue, settings=self.settings), read_only=True, sync_wait=True
+        )
         offline = [
             worker_id
             for worker_id in dead
@@ -419,11 +425,13 @@ class TaskQueue:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _run(self, work: Callable[[UnitOfWork], T], *, read_only: bool = False) -> T:
-        return self._runner.run(work, read_only=read_only)
+    def _run(
+        self, work: Callable[[UnitOfWork], T], *, read_only: bool = False, sync_wait: bool = False
+    ) -> T:
+        return self._runner.run(work, read_only=read_only, sync_wait=sync_wait)
 
     def _rescue_held_by(self, worker_id: str, reason: str) -> None:
-        held = self._run(partial(held_by, worker_id=worker_id), read_only=True)
+        held = self._run(partial(held_by, worker_id=worker_id), read_only=True, sync_wait=True)
         for task in held:
             self._rescue(task, reason)
 

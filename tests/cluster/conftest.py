@@ -14,9 +14,12 @@ per node (the database replicates, so every node sees the same tables). Mark the
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import URL, Connection, create_engine, make_url, text
@@ -29,11 +32,6 @@ GALERA_URL_ENV = "ASYNCTASK_TEST_GALERA_URL"
 # only bounds a cluster that is failing.
 REPLICATION_TIMEOUT_S = 30.0
 SCHEMA_EXISTS = text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n")
-SCHEMA_EXISTS = text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "galera: needs a MariaDB Galera cluster")
 
 
 def _wsrep_status(connection: Connection, name: str) -> str:
@@ -130,3 +128,63 @@ def galera_node_urls(galera_server_urls: list[URL]) -> Iterator[list[URL]]:
         with admin.begin() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
         admin.dispose()
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "galera-cluster"
+GALERA_DIR_ENV = "ASYNCTASK_TEST_GALERA_DIR"
+DEFAULT_GALERA_DIR = "/var/tmp/atm-galera"
+
+
+def multi_host(node_urls: list[URL]) -> str:
+    """One URL naming every node, as a user of the library would give it."""
+    first = node_urls[0]
+    hosts = ",".join(f"{url.host}:{url.port}" for url in node_urls)
+    auth = first.username or "root"
+    return f"mysql://{auth}@{hosts}/{first.database}"
+
+
+@pytest.fixture
+def galera_multi_host_url(galera_node_urls: list[URL]) -> str:
+    return multi_host(galera_node_urls)
+
+
+class GaleraNodes:
+    """Kills a node of the cluster the way a crash does (SIGKILL, by the pid the script
+    recorded) and brings it back with ``scripts/galera-cluster start``."""
+
+    def __init__(self, directory: Path, size: int) -> None:
+        self.directory = directory
+        self.size = size
+        self.killed: list[int] = []
+
+    def pid(self, node: int) -> int:
+        return int((self.directory / f"node{node}" / "node.pid").read_text().strip())
+
+    def kill(self, node: int) -> None:
+        os.kill(self.pid(node), signal.SIGKILL)
+        self.killed.append(node)
+
+    def restart(self) -> float:
+        """Starts the killed nodes again and waits until all are Synced; the seconds taken."""
+        started = time.monotonic()
+        subprocess.run(
+            [str(SCRIPT), "start", "--nodes", str(self.size), "--dir", str(self.directory)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=180,
+        )
+        self.killed.clear()
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def galera_nodes(galera_server_urls: list[URL]) -> Iterator[GaleraNodes]:
+    directory = Path(os.environ.get(GALERA_DIR_ENV) or DEFAULT_GALERA_DIR)
+    if not (directory / "node1" / "node.pid").exists():
+        pytest.fail(f"no pid files under {directory}: set {GALERA_DIR_ENV} to the cluster's --dir")
+    nodes = GaleraNodes(directory, len(galera_server_urls))
+    try:
+        yield nodes
+    finally:
+        if nodes.killed:
+            nodes.restart()

@@ -226,7 +226,7 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
     original = storage.runner.run
     calls = 0
 
-    def run(work: Callable[[UnitOfWork], T], *, read_only: bool = False) -> T:
+    def run(work: Callable[[UnitOfWork], T], **options: bool) -> T:
         nonlocal calls
         calls += 1
         if calls == 2:  # after the sweep's first transaction (finding the dead) ...
@@ -235,7 +235,7 @@ def test_sweep_spares_a_worker_that_heartbeats_before_the_rescue(
                     update(w).where(w.c.worker_id == "w1").values(last_heartbeat=db_now())
                 )
             )
-        return original(work, read_only=read_only)
+        return original(work, **options)
 
     monkeypatch.setattr(storage.runner, "run", run)
     report = queue.sweep()

@@ -16,9 +16,22 @@ from sqlalchemy import URL
 
 from asynctaskmanager.errors import ConfigurationError
 from asynctaskmanager.infrastructure.dialects import mysql, postgresql, sqlite
-from asynctaskmanager.infrastructure.dialects.profile import READ_ONLY, DialectProfile, ErrorKind
+from asynctaskmanager.infrastructure.dialects.profile import (
+    NOT_A_CLUSTER,
+    READ_ONLY,
+    ClusterInfo,
+    DialectProfile,
+    ErrorKind,
+)
 
-__all__ = ["READ_ONLY", "DialectProfile", "ErrorKind", "profile_for"]
+__all__ = [
+    "NOT_A_CLUSTER",
+    "READ_ONLY",
+    "ClusterInfo",
+    "DialectProfile",
+    "ErrorKind",
+    "profile_for",
+]
 
 _SERVERS = {
     "mysql": mysql.PROFILE,

@@ -54,6 +54,10 @@ def _postgres_configure(engine: Engine) -> None:
     ping_after_idle(engine)
 
 
+# The server rolled the whole transaction back: even at COMMIT nothing was applied.
+_ROLLED_BACK = frozenset({"40001", "40P01"})
+
+
 def _postgres_classify(error: DBAPIError) -> ErrorKind:
     if error.connection_invalidated:
         return ErrorKind(transient=True)
@@ -66,6 +70,8 @@ def _postgres_classify(error: DBAPIError) -> ErrorKind:
         )
     if sqlstate in _DUPLICATE:
         return ErrorKind(duplicate=True, key=_duplicate_key(error))
+    if sqlstate in _ROLLED_BACK:
+        return ErrorKind(transient=True, rolled_back=True)
     if sqlstate in _TRANSIENT or sqlstate[:2] in _TRANSIENT_CLASSES:
         return ErrorKind(transient=True)
     if sqlstate in _BAD_VALUE or sqlstate[:2] in _BAD_VALUE_CLASSES:

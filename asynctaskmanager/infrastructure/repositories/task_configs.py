@@ -33,6 +33,7 @@ _COLUMNS = (
 def row_to_config(row: Any) -> TaskConfig:
     values = dict(row._mapping)
     values.pop("db_now", None)  # the queue reads the clock in the same statement
+    values.pop("claim_seq", None)  # the claims' counter on a cluster, not a config field
     values["enabled"] = bool(values["enabled"])
     return restore(TaskConfig, values)
 
