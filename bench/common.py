@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -75,8 +76,14 @@ class Site:
     Created on entry, removed on exit (the MariaDB databases are dropped).
     """
 
-    def __init__(self, mysql_url: str | None = None, *, keep: bool = False) -> None:
+    def __init__(
+        self, mysql_url: str | None = None, *, keep: bool = False, db_suffix: str = ""
+    ) -> None:
         self.mysql_server = make_url(mysql_url or os.environ.get(MYSQL_URL_ENV, DEFAULT_MYSQL_URL))
+        if not re.fullmatch(r"[a-z0-9_]*", db_suffix):
+            raise ValueError(f"db_suffix must be lowercase letters, digits, _: {db_suffix!r}")
+        # Two runs on one server (a shared machine) must not truncate each other's tables.
+        self.db_suffix = db_suffix
         self.keep = keep
         self.dir = tempfile.mkdtemp(prefix="atm-bench-")
         self.template = os.path.join(self.dir, "template.db")
@@ -134,6 +141,7 @@ class Site:
         The name carries this run's process id, so that two runs on one server (an A/B
         comparison beside another benchmark) never drop each other's databases."""
         name = f"{name}_{os.getpid()}"
+        name += self.db_suffix
         if name not in self._mysql_databases or fresh:
             self._admin(lambda c: c.execute(text(f"DROP DATABASE IF EXISTS {name}")))
             self._admin(lambda c: c.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")))

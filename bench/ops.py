@@ -17,6 +17,10 @@ transaction each:
   claim again with the config rows locked before the count.
 - complete: guarded update (same task, status, worker, attempt); release the worker's slot;
   insert the 'completed' log row; commit.
+- complete many and claim (the batched loop): lock the batch's task rows in key order and
+  keep those still held (status, worker, attempt); one UPDATE marks them completed; one
+  UPDATE per worker frees their slots; one executemany writes the 'completed' log rows; then
+  the claim above, in the same transaction; commit.
 """
 
 from __future__ import annotations
@@ -167,6 +171,10 @@ class RawDriver:
             "UPDATE worker SET current_load = current_load - 1"
             f" WHERE worker_id = {p} AND current_load > 0"
         )
+        self.sql_release_many = (
+            f"UPDATE worker SET current_load = CASE WHEN current_load >= {p}"
+            f" THEN current_load - {p} ELSE 0 END WHERE worker_id = {p}"
+        )
         if seed:
             seed_raw(raw)
 
@@ -282,72 +290,140 @@ class RawDriver:
         return {k: n - running.get(k, 0) for k, n in limits.items()}
 
     def _claim(self, worker_id: str, limit: int, lock_first: bool) -> list[tuple[str, str, int]]:
-        raw, cur, p = self.raw, self.cur, self.raw.p
+        raw = self.raw
         raw.begin()
         try:
-            cur.execute(self.sql_worker, (worker_id,))
-            status, capacity, load, supported = cur.fetchone()
-            wanted = min(limit, capacity - load)
-            if status != "online" or wanted <= 0:
-                raw.commit()
-                return []
-            # The free slots (max_concurrent): counted now, checked again under the config
-            # rows' locks just before the commit (or locked first, after a conflict).
-            supported_kinds = supported if not isinstance(supported, str) else json.loads(supported)
-            free = {k: n for k, n in self._limits(supported_kinds, lock_first).items() if n > 0}
-            if not free:
-                raw.commit()
-                return []
-            types = sorted(free)
-            cur.execute(self._claim_sql(len(types), wanted), types)
-            rows = []
-            now = None
-            for row in cur.fetchall():
-                now = row[-1]
-                if free[row[1]] > 0:
-                    free[row[1]] -= 1
-                    rows.append(row)
-            if not rows:
-                raw.commit()
-                return []
-            ids = [row[0] for row in rows]
-            # '+status' on SQLite: filter only, so that the planner looks the ids up by key
-            # (as the library does; see expressions.filter_only).
-            status_term = "+status" if raw.sqlite else "status"
-            cur.execute(
-                f"UPDATE task SET status = 'running', worker_id = {p}, started_at = {p}"
-                f" WHERE task_id IN ({raw.marks(len(ids))}) AND {status_term} = 'pending'",
-                (worker_id, now, *ids),
-            )
-            if cur.rowcount != len(ids):
-                raise RuntimeError("claim: locked rows changed")
-            cur.executemany(
-                self.sql_insert_log,
-                [
-                    (
-                        fast_id(),
-                        row[0],
-                        "claimed",
-                        "pending",
-                        "running",
-                        None,
-                        _dumps({"worker_id": worker_id, "attempt": row[8] + 1}),
-                        now,
-                    )
-                    for row in rows
-                ],
-            )
-            cur.execute(self.sql_load, (len(rows), worker_id))
-            if not lock_first:
-                taken = sorted({row[1] for row in rows})
-                after = self._limits(taken, lock=True)
-                if any(after.get(kind, -1) < 0 for kind in taken):
-                    raise _OverLimit
+            claimed = self._claim_in(worker_id, limit, lock_first)
             raw.commit()
         except BaseException:
             raw.rollback()
             raise
+        return claimed
+
+    def _claim_in(self, worker_id: str, limit: int, lock_first: bool) -> list[tuple[str, str, int]]:
+        """The claim's statements, inside the caller's transaction."""
+        raw, cur, p = self.raw, self.cur, self.raw.p
+        cur.execute(self.sql_worker, (worker_id,))
+        status, capacity, load, supported = cur.fetchone()
+        wanted = min(limit, capacity - load)
+        if status != "online" or wanted <= 0:
+            return []
+        # The free slots (max_concurrent): counted now, checked again under the config
+        # rows' locks just before the commit (or locked first, after a conflict).
+        supported_kinds = supported if not isinstance(supported, str) else json.loads(supported)
+        free = {k: n for k, n in self._limits(supported_kinds, lock_first).items() if n > 0}
+        if not free:
+            return []
+        types = sorted(free)
+        cur.execute(self._claim_sql(len(types), wanted), types)
+        rows = []
+        now = None
+        for row in cur.fetchall():
+            now = row[-1]
+            if free[row[1]] > 0:
+                free[row[1]] -= 1
+                rows.append(row)
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        # '+status' on SQLite: filter only, so that the planner looks the ids up by key
+        # (as the library does; see expressions.filter_only).
+        status_term = "+status" if raw.sqlite else "status"
+        cur.execute(
+            f"UPDATE task SET status = 'running', worker_id = {p}, started_at = {p}"
+            f" WHERE task_id IN ({raw.marks(len(ids))}) AND {status_term} = 'pending'",
+            (worker_id, now, *ids),
+        )
+        if cur.rowcount != len(ids):
+            raise RuntimeError("claim: locked rows changed")
+        cur.executemany(
+            self.sql_insert_log,
+            [
+                (
+                    fast_id(),
+                    row[0],
+                    "claimed",
+                    "pending",
+                    "running",
+                    None,
+                    _dumps({"worker_id": worker_id, "attempt": row[8] + 1}),
+                    now,
+                )
+                for row in rows
+            ],
+        )
+        cur.execute(self.sql_load, (len(rows), worker_id))
+        if not lock_first:
+            taken = sorted({row[1] for row in rows})
+            after = self._limits(taken, lock=True)
+            if any(after.get(kind, -1) < 0 for kind in taken):
+                raise _OverLimit
         return [(row[0], worker_id, row[8]) for row in rows]
+
+    def _complete_many_in(self, tasks: list[tuple[str, str, int]]) -> list[bool]:
+        """The batched completion's statements, inside the caller's transaction, as the
+        library's ``complete_attempts``: lock the batch's rows in key order, keep those the
+        worker still holds (status, worker, attempt), one UPDATE for them, one slot release
+        per worker, one executemany of the log rows."""
+        raw, cur, p = self.raw, self.cur, self.raw.p
+        ids = sorted(task_id for task_id, _, _ in tasks)
+        cur.execute(
+            "SELECT task_id, status, worker_id, retry_count FROM task"
+            f" WHERE task_id IN ({raw.marks(len(ids))}) ORDER BY task_id{raw.for_update}",
+            ids,
+        )
+        current = {row[0]: row[1:] for row in cur.fetchall()}
+        applies = [
+            current.get(task_id) == ("running", worker_id, retry_count)
+            for task_id, worker_id, retry_count in tasks
+        ]
+        held = [task for task, ok in zip(tasks, applies, strict=True) if ok]
+        if not held:
+            return applies
+        cur.execute(
+            f"UPDATE task SET status = 'completed', result = {p},"
+            f" completed_at = {raw.now} WHERE task_id IN ({raw.marks(len(held))})",
+            (_dumps(RESULT), *(task_id for task_id, _, _ in held)),
+        )
+        released: dict[str, int] = {}
+        for _, worker_id, _ in held:
+            released[worker_id] = released.get(worker_id, 0) + 1
+        for worker_id, count in sorted(released.items()):
+            cur.execute(self.sql_release_many, (count, count, worker_id))
+        cur.executemany(
+            self.sql_insert_log_now,
+            [
+                (fast_id(), task_id, "completed", "running", "completed", None, None)
+                for task_id, _, _ in held
+            ],
+        )
+        return applies
+
+    def complete_many_and_claim(
+        self, tasks: list[tuple[str, str, int]], limit: int
+    ) -> tuple[list[bool], list[tuple[str, str, int]]]:
+        """Complete ``tasks`` (all held by one worker) and claim up to ``limit`` for that
+        worker, in one transaction; over a max_concurrent the completion commits alone and
+        the claim runs again with the config rows locked first (the library's rule)."""
+        worker_id = tasks[0][1]
+        raw = self.raw
+        raw.begin()
+        try:
+            applied = self._complete_many_in(tasks)
+            try:
+                # SQLite's write lock serialises claimers: the limits are counted under it.
+                claimed = self._claim_in(worker_id, limit, lock_first=raw.sqlite)
+            except _OverLimit:
+                raw.rollback()
+                raw.begin()
+                applied = self._complete_many_in(tasks)
+                raw.commit()
+                return applied, self._claim(worker_id, limit, lock_first=True)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        return applied, claimed
 
     def complete(self, task: tuple[str, str, int]) -> bool:
         task_id, worker_id, retry_count = task

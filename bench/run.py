@@ -14,19 +14,29 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench import machine, memory, report, scale
-from bench.common import BACKENDS, Locator, Site, pending, timed_loop
+from bench.common import BACKENDS, TASK_TYPE, Locator, Site, pending, percentile, timed_loop
 from bench.ops import Ours, RawDriver
 from bench.peer import Kombu, empty_kombu
-from bench.report import Results
-from bench.workers import run_processes
+from bench.report import Latency, Results
+from bench.workers import BATCH, RUNTIME_CONCURRENCY, run_latency, run_processes
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results.md"
+# The backends with worker-process rows: one database that several processes share.
+# PostgreSQL goes here once bench.common (Site.fresh, Raw), bench.ops (RawDriver's SQL) and
+# _kombu_locator know it; bench_processes needs nothing else.
+PROCESS_BACKENDS = ("sqlite", "mariadb")
+# The batched loops and the runtime: rounds get this many times the one-worker rate's work.
+BATCHED_SPEEDUP = 5
+# Enqueue-to-start latency: the producer enqueues at half the runtime's measured
+# throughput (a loaded, not saturated, fleet), at most this many tasks a second.
+LATENCY_MAX_RATE = 400.0
+BATCHED_KINDS = ("ours-batch", "raw-batch", "ours-runtime")
 
 
 class Plan:
@@ -97,7 +107,7 @@ def _best(rates: list[float]) -> float | None:
 
 
 def _rounds(
-    plan: Plan, contenders: dict[str, Callable[[], float]], rounds: int | None = None
+    plan: Plan, contenders: Mapping[str, Callable[[], float]], rounds: int | None = None
 ) -> dict[str, float | None]:
     """Run each contender once per round, interleaved; the best rate of each."""
     rates: dict[str, list[float]] = {name: [] for name in contenders}
@@ -247,14 +257,16 @@ def bench_processes(
 
     def once(kind: str, batch: int) -> float:
         # Enough work for about procs_seconds at twice the one-worker rate (more in batches).
-        rate = one_worker.get(kind.removesuffix("-next"), 200) * (3 if batch > 1 else 1)
+        contender = kind.split("-")[0]  # ours, raw or kombu
+        speedup = BATCHED_SPEEDUP if kind in BATCHED_KINDS else (3 if batch > 1 else 1)
+        rate = one_worker.get(contender, 200) * speedup
         n = int(max(200, min(30_000, rate * 2 * plan.procs_seconds)))
         if kind == "kombu":
             locator = _kombu_locator(site, backend)
             _fill_kombu(locator, n)
         else:
-            locator = site.fresh(backend, "ours" if kind == "ours-next" else kind)
-            impl: Any = RawDriver(locator) if kind == "raw" else Ours(locator)
+            locator = site.fresh(backend, contender)
+            impl: Any = RawDriver(locator) if contender == "raw" else Ours(locator)
             impl.load(pending(n))
             impl.close()
         done, elapsed = run_processes(kind, locator, processes, batch)
@@ -282,6 +294,70 @@ def bench_processes(
         results.add(label, backend, rates, kombu_op="get+ack")
         log(f"  ... {label.split(',')[0]}: {report.brief(rates)}")
 
+    # Issue 14: the batched loop against its raw floor, and the worker runtime end to end,
+    # interleaved with kombu's get+ack in the same rounds.
+    batched = _rounds(
+        plan, {kind: partial(once, kind, BATCH) for kind in (*BATCHED_KINDS, "kombu")}, rounds
+    )
+    log(f"  batched        {report.brief(batched)}")
+    results.add(
+        f"batched: claim 10, complete_many_and_claim, {processes} processes",
+        backend,
+        {"ours": batched["ours-batch"], "raw": batched["raw-batch"], "kombu": batched["kombu"]},
+        kombu_op="get+ack",
+    )
+    results.add(
+        f"worker runtime, {processes} processes x {RUNTIME_CONCURRENCY} threads"
+        " (raw: the raw batched loop)",
+        backend,
+        {"ours": batched["ours-runtime"], "raw": batched["raw-batch"], "kombu": batched["kombu"]},
+        kombu_op="get+ack",
+    )
+    runtime_rate = batched["ours-runtime"] or 200.0
+    bench_latency(site, backend, plan, results, min(LATENCY_MAX_RATE, runtime_rate / 2), processes)
+
+
+def bench_latency(
+    site: Site, backend: str, plan: Plan, results: Results, rate: float, processes: int
+) -> None:
+    """p95 enqueue-to-start latency: runtime workers serve a producer enqueuing at ``rate``."""
+    from sqlalchemy import text
+
+    locator = site.fresh(backend, "ours")
+    ours = Ours(locator)
+    unfinished = text("SELECT count(*) FROM task WHERE status <> 'completed'")
+
+    def count_unfinished() -> int:
+        return int(ours.storage.run(lambda uow: uow.connection.execute(unfinished).scalar_one()))
+
+    try:
+        latencies, achieved = run_latency(
+            locator,
+            processes,
+            rate,
+            plan.procs_seconds,
+            lambda payload: ours.queue.enqueue(TASK_TYPE, payload),
+            count_unfinished,
+        )
+    finally:
+        ours.close()
+    entry = Latency(
+        backend,
+        processes,
+        RUNTIME_CONCURRENCY,
+        rate,
+        achieved,
+        len(latencies),
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.95) * 1000,
+        max(latencies) * 1000,
+    )
+    results.latency.append(entry)
+    log(
+        f"  latency at {achieved:.0f}/s: median {entry.median_ms:.1f} ms,"
+        f" p95 {entry.p95_ms:.1f} ms, max {entry.max_ms:.1f} ms"
+    )
+
 
 def bench_memory(site: Site, plan: Plan, results: Results, tracemalloc: bool) -> None:
     modes = ["rss", "tracemalloc"] if tracemalloc else ["rss"]
@@ -304,11 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma list: ops,procs,scale,memory")
     parser.add_argument("--out", type=Path, default=RESULTS_FILE)
     parser.add_argument("--mysql-url", default=None, help="server URL (default: env or local)")
+    parser.add_argument(
+        "--db-suffix", default="", help="appended to the server's database names (atm_bench...)"
+    )
     args = parser.parse_args(argv)
     plan = Plan(args.quick, args.rounds)
     skip = {part for part in args.skip.split(",") if part}
     started = time.perf_counter()
-    with Site(args.mysql_url) as site:
+    with Site(args.mysql_url, db_suffix=args.db_suffix) as site:
         backends = [b for b in args.backends.split(",") if b]
         if "mariadb" in backends and not site.mysql_available:
             backends.remove("mariadb")
@@ -323,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             one_worker[backend] = bench_claims(site, backend, plan, results)
         if "procs" not in skip:
             for backend in backends:
-                if backend == "memory":
+                if backend not in PROCESS_BACKENDS:
                     continue  # an in-memory database lives in one process
                 log(f"[{backend}] 4 worker processes")
                 bench_processes(site, backend, plan, results, one_worker.get(backend, {}))

@@ -35,8 +35,17 @@ class TypeDefaults(Protocol):
     def default_max_retry(self) -> int: ...
 
 
-def new_task(request: TaskRequest, defaults: TypeDefaults | None, now: datetime) -> Task:
-    """The pending task ``request`` asks for, created at ``now`` (the database's clock)."""
+def new_task(
+    request: TaskRequest,
+    defaults: TypeDefaults | None,
+    now: datetime,
+    *,
+    payload_checked: bool = False,
+) -> Task:
+    """The pending task ``request`` asks for, created at ``now`` (the database's clock).
+
+    ``payload_checked``: the request was made within the caller's own call from a payload
+    no one else held meanwhile, so its check at construction still holds."""
     if defaults is None:
         raise UnknownTaskTypeError(request.task_type)
     if not defaults.enabled:
@@ -48,8 +57,10 @@ def new_task(request: TaskRequest, defaults: TypeDefaults | None, now: datetime)
             raise ValidationError(
                 "delay", f"must end by {limits.TIMESTAMP_MAX.isoformat()}", request.delay
             )
-    # Checked again: the request is frozen, but a payload dict can change after it was made.
-    check.json_document("payload", request.payload)
+    if not payload_checked:
+        # Checked again: the request is frozen, but a payload dict can change after it was
+        # made.
+        check.json_document("payload", request.payload)
     # The rest of the request was validated when it was made, the config when it was stored.
     return restore(
         Task,

@@ -104,8 +104,9 @@ class UnitOfWork:
             # A Core connection, not an ORM Session: the repositories issue Core statements
             # only, and a Session's bookkeeping was about half of a short transaction's CPU.
             connection = self._engine.connect()
-            if self.read_only:
-                connection.execution_options(**{READ_ONLY: True})
+            # Read by the dialect when the transaction begins (SQLite: deferred or
+            # immediate); kept per checkout, so set on every one.
+            connection.info[READ_ONLY] = self.read_only
             if self.sync_wait and self.profile.sync_wait and self.cluster.is_cluster:
                 connection.info[SYNC_WAIT_SET] = True
                 connection.exec_driver_sql(self.profile.sync_wait[0])
@@ -171,6 +172,8 @@ class UnitOfWork:
                     if ended and not (connection.closed or connection.invalidated):
                         connection.info[TRANSACTION_ENDED] = True
                 finally:
+                    if not (connection.closed or connection.invalidated):
+                        connection.info.pop(READ_ONLY, None)  # not for the next checkout
                     connection.close()
         except DBAPIError as error:
             if exc is None:

@@ -63,6 +63,17 @@ _LOCK_ATTEMPTS = (
     .order_by(t.c.task_id)
     .with_for_update()
 )
+# The held ones of a batch, completed with one result (the common case: built once; results
+# that differ take a CASE built per call).
+_COMPLETE_HELD = (
+    update(t)
+    .where(t.c.task_id.in_(bindparam("p_task_ids", expanding=True)))
+    .values(
+        status=TaskStatus.COMPLETED.value,
+        result=bindparam("p_result", type_=t.c.result.type),
+        completed_at=db_now(),
+    )
+)
 _RELEASE_SLOTS = (
     update(w)
     .where(w.c.worker_id == bindparam("p_worker_id"))
@@ -102,8 +113,9 @@ def complete_attempts(uow: UnitOfWork, items: Sequence[tuple[Task, Any]]) -> lis
         return applies
     results = {task.task_id: result for task, result in held}
     if len({repr(result) for result in results.values()}) == 1:
-        result_value: Any = bindparam(
-            "p_result", next(iter(results.values())), type_=t.c.result.type
+        uow.connection.execute(
+            _COMPLETE_HELD,
+            {"p_task_ids": list(results), "p_result": next(iter(results.values()))},
         )
     else:
         result_value = case(
@@ -113,11 +125,11 @@ def complete_attempts(uow: UnitOfWork, items: Sequence[tuple[Task, Any]]) -> lis
             },
             value=t.c.task_id,
         )
-    uow.connection.execute(
-        update(t)
-        .where(t.c.task_id.in_(list(results)))
-        .values(status=TaskStatus.COMPLETED.value, result=result_value, completed_at=db_now())
-    )
+        uow.connection.execute(
+            update(t)
+            .where(t.c.task_id.in_(list(results)))
+            .values(status=TaskStatus.COMPLETED.value, result=result_value, completed_at=db_now())
+        )
     for worker_id, count in sorted(Counter(task.worker_id for task, _ in held).items()):
         uow.connection.execute(_RELEASE_SLOTS, {"p_worker_id": worker_id, "p_count": count})
     uow.task_logs.create_many(

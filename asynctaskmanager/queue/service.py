@@ -96,7 +96,8 @@ class TaskQueue:
 
     def enqueue(self, task_type: str, payload: Any = None, **options: Any) -> Task:
         """Enqueue one task; see :class:`TaskRequest` for the options."""
-        return self.enqueue_many([TaskRequest(task_type, payload, **options)])[0]
+        # The request is made here, so its payload check is fresh: new_task need not repeat it.
+        return self._enqueue([TaskRequest(task_type, payload, **options)], payload_checked=True)[0]
 
     def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[Task]:
         """Enqueue many tasks in one transaction: all of them, or none.
@@ -110,9 +111,9 @@ class TaskQueue:
         for index, request in enumerate(batch):
             if not isinstance(request, TaskRequest):
                 raise ValidationError(f"requests[{index}]", "must be a TaskRequest", request)
-        if not batch:
-            return []
+        return self._enqueue(batch, payload_checked=False) if batch else []
 
+    def _enqueue(self, batch: list[TaskRequest], *, payload_checked: bool) -> list[Task]:
         def work(uow: UnitOfWork) -> list[Task]:
             types = sorted({request.task_type for request in batch})
             if len(types) == 1:
@@ -121,7 +122,12 @@ class TaskQueue:
                 rows = uow.connection.execute(_DEFAULTS_OF_TYPES, {"p_types": types}).all()
             defaults = {row.task_type: row for row in rows}
             now = rows[0][-1] if rows else uow.connection.execute(select(db_now())).scalar_one()
-            tasks = [new_task(request, defaults.get(request.task_type), now) for request in batch]
+            tasks = [
+                new_task(
+                    request, defaults.get(request.task_type), now, payload_checked=payload_checked
+                )
+                for request in batch
+            ]
             # No SAVEPOINT: any failure here ends the transaction.
             uow.tasks.create_many(tasks, savepoint=False)
             uow.task_logs.create_many(

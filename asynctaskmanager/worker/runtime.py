@@ -217,6 +217,12 @@ class WorkerRuntime:
             if tasks:
                 backoff.reset()
                 continue
+            if self._completer.pending():
+                # The store frees a slot when its outcome is written, not when its handler
+                # returns: a claim cut short by that is no sign of an idle queue. The write
+                # wakes this loop (see _written).
+                self._wakeup.wait_for_work(self._max_poll_interval)
+                continue
             if self._burst and self._nothing_left():
                 logger.info("worker %s: no runnable task left (burst)", self.worker_id)
                 return
@@ -266,6 +272,7 @@ class WorkerRuntime:
 
     def _written(self, outcome: Outcome, applied: bool | None) -> None:
         log = task_logger(outcome.task)
+        self._wakeup.wake()  # its slot is free in the store now
         if applied is None:
             return  # logged by the completer
         with self._lock:

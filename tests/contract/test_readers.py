@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -76,3 +77,32 @@ def test_a_read_only_unit_of_work_on_sqlite_reads_one_snapshot(sqlite_storage: S
         during = reader.tasks.count()
     assert (before, during) == (1, 1)
     assert sqlite_storage.tasks.count() == 2
+
+
+def _write_lock_is_free(storage: Storage) -> bool:
+    """Whether another connection could take SQLite's write lock right now (no waiting)."""
+    other = sqlite3.connect(str(storage.engine.url.database), timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error)
+        return False
+    else:
+        other.execute("ROLLBACK")
+        return True
+    finally:
+        other.close()
+
+
+def test_on_sqlite_a_reader_leaves_the_write_lock_free_and_a_writer_takes_it_at_once(
+    sqlite_storage: Storage,
+) -> None:
+    _seed(sqlite_storage)
+    for _ in range(2):  # the second round reuses the pooled connection the first one used
+        with sqlite_storage.unit_of_work(read_only=True) as reader:
+            assert reader.tasks.count() == 1
+            assert _write_lock_is_free(sqlite_storage)
+        with sqlite_storage.unit_of_work() as writer:
+            assert writer.tasks.count() == 1  # a read, yet the transaction is a writer's
+            assert not _write_lock_is_free(sqlite_storage)
+        assert _write_lock_is_free(sqlite_storage)

@@ -25,7 +25,7 @@ from asynctaskmanager import (
     Worker,
     WorkerStatus,
 )
-from asynctaskmanager.worker import WorkerRuntime, run_worker
+from asynctaskmanager.worker import IdleBackoff, WorkerRuntime, run_worker
 from tests.worker.conftest import Running, configure, open_fast, wait_until
 from tests.worker.handlers import HANDLERS
 
@@ -276,6 +276,37 @@ def test_burst_quits_when_nothing_is_runnable(worker_storage: Storage) -> None:
     assert time.monotonic() - began < 3
     assert summary.completed == 0
     assert status_of(storage, off).status is TaskStatus.PENDING
+
+
+def test_slots_held_by_unwritten_outcomes_do_not_count_as_an_idle_queue(
+    worker_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store frees a slot when the outcome is written; a claim cut short by a slot whose
+    handler has returned but whose outcome waits for the completer must not send the worker
+    into the idle back-off (which grows to max_poll_interval) with work still queued."""
+    storage = worker_storage
+    configure(storage, "quick")
+    storage.queue.enqueue_many([TaskRequest("quick", {"n": n}) for n in range(12)])
+    idle_waits: list[float] = []
+    backoff_next = IdleBackoff.next
+
+    def counted(self: IdleBackoff) -> float:
+        idle_waits.append(backoff_next(self))
+        return idle_waits[-1]
+
+    monkeypatch.setattr(IdleBackoff, "next", counted)
+    summary = run_worker(
+        storage,
+        {"quick": lambda task: None},
+        concurrency=1,
+        burst=True,
+        handle_signals=False,
+        sweep_interval=None,
+        poll_interval=0.2,
+        max_poll_interval=5.0,
+    )
+    assert summary.completed == 12
+    assert len(idle_waits) <= 1, idle_waits
 
 
 def test_the_sweep_runs_in_one_worker_and_rescues_a_dead_ones_tasks(
