@@ -142,6 +142,17 @@ def complete_attempts(uow: UnitOfWork, items: Sequence[tuple[Task, Any]]) -> lis
     return applies
 
 
+def fail_attempts(
+    uow: UnitOfWork, items: Sequence[tuple[Task, str]], *, retry: bool, settings: QueueSettings
+) -> list[bool]:
+    """fail_attempt for each ``(task, message)``, in key order as complete_attempts locks."""
+    applied = [False] * len(items)
+    for index in sorted(range(len(items)), key=lambda index: items[index][0].task_id):
+        task, message = items[index]
+        applied[index] = fail_attempt(uow, task, message, retry=retry, settings=settings)
+    return applied
+
+
 def _still_held(row: Any, task: Task) -> bool:
     """Whether the locked ``row`` is still the attempt ``task`` names (see HELD_ATTEMPT)."""
     return (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -21,11 +20,9 @@ from sqlalchemy import bindparam, select
 from asynctaskmanager.domain import validation as check
 from asynctaskmanager.domain.attempts import new_log, new_task
 from asynctaskmanager.domain.enums import FINAL_STATUSES, LogType, TaskStatus, WorkerStatus
-from asynctaskmanager.domain.lifecycle import ensure_transition
 from asynctaskmanager.domain.models import Task, Worker
 from asynctaskmanager.domain.requests import TaskRequest
 from asynctaskmanager.errors import (
-    IllegalTransitionError,
     StorageError,
     TransientStorageError,
     ValidationError,
@@ -34,12 +31,14 @@ from asynctaskmanager.infrastructure.expressions import db_now
 from asynctaskmanager.infrastructure.schema import task_config_table as cfg
 from asynctaskmanager.infrastructure.transactions import TransactionRunner
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
+from asynctaskmanager.queue.arguments import held_attempt, held_attempts
 from asynctaskmanager.queue.attempts import (
     WorkerAlive,
     cancel_task,
     complete_attempt,
     complete_attempts,
     fail_attempt,
+    fail_attempts,
     requeue_task,
     rescue_attempt,
 )
@@ -57,6 +56,7 @@ from asynctaskmanager.queue.workers import (
     find_overdue,
     held_by,
     mark_dead,
+    register,
     set_worker_status,
 )
 
@@ -188,7 +188,7 @@ class TaskQueue:
         After an exception the completion may or may not have applied; :meth:`complete`
         the task again (it applies at most once).
         """
-        self._check_lease(task, TaskStatus.COMPLETED)
+        held_attempt(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
         check.integer("limit", limit, 1, CLAIM_MAX)
         assert task.worker_id is not None  # _check_lease
@@ -233,7 +233,7 @@ class TaskQueue:
         """:meth:`complete` many claimed tasks, given as ``(task, result)`` pairs, in one
         transaction; returns, per pair, whether it applied. A worker that finishes tasks
         faster than it can commit them one by one batches them here."""
-        batch = self._lease_batch(items, TaskStatus.COMPLETED)
+        batch = held_attempts(items, TaskStatus.COMPLETED)
         for index, (_, result) in enumerate(batch):
             check.json_document(f"items[{index}].result", result)
         if not batch:
@@ -245,7 +245,7 @@ class TaskQueue:
     ) -> CompletionsAndClaim:
         """:meth:`complete_many`, then :meth:`claim` up to ``limit`` tasks for the worker
         that holds them all, in one transaction, by the rules of :meth:`complete_and_claim`."""
-        batch = self._lease_batch(items, TaskStatus.COMPLETED)
+        batch = held_attempts(items, TaskStatus.COMPLETED)
         for index, (_, result) in enumerate(batch):
             check.json_document(f"items[{index}].result", result)
         check.integer("limit", limit, 1, CLAIM_MAX)
@@ -260,30 +260,21 @@ class TaskQueue:
     def fail_many(self, items: Iterable[tuple[Task, str]], *, retry: bool = True) -> list[bool]:
         """:meth:`fail` many claimed tasks, given as ``(task, error_message)`` pairs, in one
         transaction; returns, per pair, whether it applied."""
-        batch = self._lease_batch(items, TaskStatus.FAILED)
+        batch = held_attempts(items, TaskStatus.FAILED)
         for index, (_, message) in enumerate(batch):
             check.long_text(f"items[{index}].error_message", message)
         check.boolean("retry", retry)
 
-        def work(uow: UnitOfWork) -> list[bool]:
-            # Key order, as complete_attempts locks them.
-            ordered = sorted(range(len(batch)), key=lambda index: batch[index][0].task_id)
-            applied = [False] * len(batch)
-            for index in ordered:
-                task, message = batch[index]
-                applied[index] = fail_attempt(
-                    uow, task, message, retry=retry, settings=self.settings
-                )
-            return applied
-
-        return self._run(work) if batch else []
+        if not batch:
+            return []
+        return self._run(partial(fail_attempts, items=batch, retry=retry, settings=self.settings))
 
     def complete(self, task: Task, result: Any = None) -> bool:
         """Mark the claimed ``task`` completed with ``result``.
 
         Applies only while this worker still holds this attempt; returns whether it did.
         """
-        self._check_lease(task, TaskStatus.COMPLETED)
+        held_attempt(task, TaskStatus.COMPLETED)
         check.json_document("result", result)
         return self._run(partial(complete_attempt, task=task, result=result))
 
@@ -293,7 +284,7 @@ class TaskQueue:
 
         A back-off that would land after 2038-01-19 03:14:07 UTC, the last instant a
         TIMESTAMP holds, fails the task for good instead."""
-        self._check_lease(task, TaskStatus.FAILED)
+        held_attempt(task, TaskStatus.FAILED)
         check.long_text("error_message", error_message)
         check.boolean("retry", retry)
         return self._run(
@@ -333,16 +324,7 @@ class TaskQueue:
             raise ValidationError("worker", "must be a Worker", worker)
         self._rescue_held_by(worker.worker_id, "worker re-registered")
 
-        def work(uow: UnitOfWork) -> Worker:
-            now = uow.connection.execute(select(db_now())).scalar_one()
-            fresh = replace(worker, status=WorkerStatus.ONLINE, current_load=0, last_heartbeat=now)
-            if uow.workers.find(worker.worker_id) is None:
-                uow.workers.create(fresh)
-            else:
-                uow.workers.update(fresh)
-            return fresh
-
-        return self._run(work)
+        return self._run(partial(register, worker=worker))
 
     def heartbeat(self, worker_id: str) -> set[str]:
         """Record that the worker is alive; returns the ids of the tasks it still holds.
@@ -456,28 +438,3 @@ class TaskQueue:
                 raise
             logger.error("could not take back task %s (%s): %s", task.task_id, reason, error)
             return None
-
-    def _lease_batch(
-        self, items: Iterable[tuple[Task, T]], to_status: TaskStatus
-    ) -> list[tuple[Task, T]]:
-        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-            raise ValidationError("items", "must be an iterable of (task, value) pairs", items)
-        batch = list(items)
-        if len(batch) > CLAIM_MAX:
-            raise ValidationError("items", f"at most {CLAIM_MAX} in one call", len(batch))
-        seen: set[str] = set()
-        for index, item in enumerate(batch):
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise ValidationError(f"items[{index}]", "must be a (task, value) pair", item)
-            self._check_lease(item[0], to_status)
-            if item[0].task_id in seen:
-                raise ValidationError(f"items[{index}]", "names a task twice", item[0].task_id)
-            seen.add(item[0].task_id)
-        return batch
-
-    def _check_lease(self, task: Task, to_status: TaskStatus) -> None:
-        if not isinstance(task, Task):
-            raise ValidationError("task", "must be the Task returned by claim()", task)
-        ensure_transition(task.task_id, task.status, to_status)
-        if task.worker_id is None:
-            raise IllegalTransitionError(task.task_id, task.status.value, to_status.value)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import case, or_, select, update
 
 from asynctaskmanager.domain.attempts import is_overdue
 from asynctaskmanager.domain.enums import TaskStatus, WorkerStatus
-from asynctaskmanager.domain.models import Task
+from asynctaskmanager.domain.models import Task, Worker
 from asynctaskmanager.errors import NotFoundError
 from asynctaskmanager.infrastructure.expressions import db_now
 from asynctaskmanager.infrastructure.repositories.tasks import row_to_task
@@ -16,6 +17,17 @@ from asynctaskmanager.infrastructure.schema import task_table as t
 from asynctaskmanager.infrastructure.schema import worker_table as w
 from asynctaskmanager.infrastructure.unit_of_work import UnitOfWork
 from asynctaskmanager.queue.settings import QueueSettings
+
+
+def register(uow: UnitOfWork, worker: Worker) -> Worker:
+    """The worker's row, online with a fresh heartbeat and no load (inserted or replaced)."""
+    now = uow.connection.execute(select(db_now())).scalar_one()
+    fresh = replace(worker, status=WorkerStatus.ONLINE, current_load=0, last_heartbeat=now)
+    if uow.workers.find(worker.worker_id) is None:
+        uow.workers.create(fresh)
+    else:
+        uow.workers.update(fresh)
+    return fresh
 
 
 def beat(uow: UnitOfWork, worker_id: str) -> set[str]:

@@ -9,8 +9,8 @@ or ``python -m asynctaskmanager.worker --app myapp.tasks:handlers``.
 
 from asynctaskmanager.worker.app import load_handlers, main, run_from_app
 from asynctaskmanager.worker.handlers import Handler
+from asynctaskmanager.worker.records import RunSummary
 from asynctaskmanager.worker.runtime import (
-    RunSummary,
     WorkerRuntime,
     run_worker,
 )

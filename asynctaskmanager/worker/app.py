@@ -14,7 +14,8 @@ from typing import Any
 
 from asynctaskmanager import ConfigurationError, ValidationError, open_storage
 from asynctaskmanager.worker.handlers import Handler
-from asynctaskmanager.worker.runtime import RunSummary, WorkerRuntime
+from asynctaskmanager.worker.records import RunSummary
+from asynctaskmanager.worker.runtime import WorkerRuntime
 
 
 def load_handlers(app_path: str) -> dict[str, Handler]:

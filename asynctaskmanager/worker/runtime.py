@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -46,32 +45,10 @@ from asynctaskmanager.worker.handlers import (
     make_executor,
 )
 from asynctaskmanager.worker.logs import logger, task_logger
+from asynctaskmanager.worker.records import Attempt, RunSummary
 from asynctaskmanager.worker.signals import install_signal_handlers
 from asynctaskmanager.worker.sweeping import SWEEP_LEASE, check_options, sweep_while_leased
 from asynctaskmanager.worker.waiting import IdleBackoff, Wakeup
-
-
-@dataclass
-class RunSummary:
-    """What one :func:`run_worker` did."""
-
-    worker_id: str
-    completed: int = 0
-    failed: int = 0
-    #: outcomes the store refused: the task had been taken back (timed out, or rescued)
-    dropped: int = 0
-    #: tasks still running at the shutdown deadline, handed back to the queue
-    handed_back: list[str] = field(default_factory=list)
-    #: a second signal (or ``stop(now=True)``): nothing was handed back or deregistered
-    stopped_at_once: bool = False
-
-
-@dataclass
-class _Attempt:
-    task: Task
-    started: float
-    overdue_reported: bool = False
-    taken_back: bool = False
 
 
 class WorkerRuntime:
@@ -130,7 +107,7 @@ class WorkerRuntime:
         )
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
-        self._running: dict[str, _Attempt] = {}
+        self._running: dict[str, Attempt] = {}
         self._abandoned = False
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
@@ -230,7 +207,7 @@ class WorkerRuntime:
             self._wakeup.wait_for_work(min(wait, 1.0) if self._busy() else wait)
 
     def _start(self, executor: concurrent.futures.Executor, task: Task) -> None:
-        attempt = _Attempt(task, time.monotonic())
+        attempt = Attempt(task, time.monotonic())
         with self._lock:
             self._running[task.task_id] = attempt
         task_logger(task).info("started, attempt %d", task.retry_count + 1)
@@ -241,7 +218,7 @@ class WorkerRuntime:
             future.set_exception(error)
         future.add_done_callback(partial(self._finished, attempt))
 
-    def _finished(self, attempt: _Attempt, future: concurrent.futures.Future[Result]) -> None:
+    def _finished(self, attempt: Attempt, future: concurrent.futures.Future[Result]) -> None:
         task = attempt.task
         log = task_logger(task)
         try:
