@@ -492,12 +492,10 @@ def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return "EXPLAIN " + compiler.process(element.statement, **kw)
 
 
-@pytest.mark.mysql
-def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
-    mysql_storage: Storage,
-) -> None:
-    prepare(mysql_storage, 3000)
-    # Some history, as in a live queue: running, completed and future tasks.
+def with_live_history(storage: Storage) -> None:
+    """3,000 pending tasks with some history, as in a live queue: of the first 1,000,
+    700 completed, 100 running and 200 due only in an hour."""
+    prepare(storage, 3000)
 
     def age(uow: Any) -> None:
         ids = list(
@@ -514,7 +512,14 @@ def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
             update(t).where(t.c.task_id.in_(ids[800:])).values(scheduled_at=future)
         )
 
-    mysql_storage.run(age)
+    storage.run(age)
+
+
+@pytest.mark.mysql
+def test_mariadb_claim_query_uses_the_claim_index_without_filesort(
+    mysql_storage: Storage,
+) -> None:
+    with_live_history(mysql_storage)
     with mysql_storage.engine.connect() as connection:
         connection.execute(text("ANALYZE TABLE task")).all()
 
@@ -537,20 +542,7 @@ def test_postgres_claim_query_walks_the_claim_index_without_a_sort(
     postgres_storage: Storage,
 ) -> None:
     storage = postgres_storage
-    prepare(storage, 3000)
-
-    def age(uow: Any) -> None:
-        ids = list(
-            uow.connection.execute(select(t.c.task_id).order_by(t.c.task_id).limit(1000)).scalars()
-        )
-        uow.connection.execute(
-            update(t).where(t.c.task_id.in_(ids[:700])).values(status="completed")
-        )
-        uow.connection.execute(
-            update(t).where(t.c.task_id.in_(ids[700:800])).values(status="running")
-        )
-
-    storage.run(age)
+    with_live_history(storage)
     with storage.engine.connect() as connection:
         connection.execute(text("ANALYZE task"))
         connection.commit()
